@@ -1,0 +1,1 @@
+"""MLOps with Cloud course helpers."""

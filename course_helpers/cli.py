@@ -1,0 +1,142 @@
+"""``mlops-course``: the course's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import CourseError
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import render, report
+
+    rep = report(args.profile)
+    print(json.dumps(rep, indent=2) if args.json else render(rep))
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor
+
+    stopped = Supervisor().cleanup(containers=not args.no_containers)
+    print("\n".join(f"stopped {s}" for s in stopped) if stopped else "nothing was running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor
+
+    rows = Supervisor().status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("nothing is running")
+    for r in rows if not args.json else []:
+        where = f"pid {r['pid']}" if r["kind"] == "process" else f"container {r['container'][:12]}"
+        state = "running" if r["alive"] else "dead"
+        print(f"{r['name']:<24} {state:<8} {where}  port {r['port'] or '-'}  log {r['log'] or '-'}")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from . import grading
+
+    if args.grade_cmd == "ci":
+        return grading.grade_ci(args.assignments or None)
+    if args.grade_cmd == "check":
+        return grading.grade_check(args.assignment, args.notebook)
+    if args.grade_cmd == "batch":
+        return grading.grade_batch(args.assignment, args.submissions_dir, args.out)
+    raise AssertionError(args.grade_cmd)
+
+
+def _image(args: argparse.Namespace) -> int:
+    from . import images
+
+    if args.image_cmd == "base":
+        print(images.build_base_image(args.name, force=args.force))
+    return 0
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from .notebooks import run_all
+
+    results = run_all(args.notebooks or None, profile=args.profile)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(profile=args.profile, out=args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlops-course", description="MLOps with Cloud: course helpers.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("doctor", help="what this machine gives the course")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.set_defaults(func=_doctor)
+
+    p = sub.add_parser("cleanup", help="stop every process and container the helpers started")
+    p.add_argument("--no-containers", action="store_true", help="leave containers alone")
+    p.set_defaults(func=_cleanup)
+
+    p = sub.add_parser("status", help="list what the helpers are running")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("grade", help="nbgrader: instructor checks, student self-check, batches")
+    gsub = p.add_subparsers(dest="grade_cmd", required=True, metavar="ACTION")
+    g = gsub.add_parser("ci", help="solutions score full marks, blank releases score zero")
+    g.add_argument("assignments", nargs="*", help="default: every assignment in source/")
+    g = gsub.add_parser("check", help="run the visible tests of your notebook")
+    g.add_argument("assignment")
+    g.add_argument("notebook", nargs="?", help="path to your notebook (default: the released one)")
+    g = gsub.add_parser("batch", help="autograde a folder of student notebooks")
+    g.add_argument("assignment")
+    g.add_argument("submissions_dir")
+    g.add_argument("--out", help="where to write grades.csv and feedback (default: workspace)")
+    p.set_defaults(func=_grade)
+
+    p = sub.add_parser("image", help="container images without a registry")
+    isub = p.add_subparsers(dest="image_cmd", required=True, metavar="ACTION")
+    g = isub.add_parser("base", help="build the offline base image from Debian packages")
+    g.add_argument("--name", help="image name (default: $BASE_IMAGE or the offline default)")
+    g.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p.set_defaults(func=_image)
+
+    p = sub.add_parser("notebooks", help="execute lesson notebooks headless, with time and memory")
+    p.add_argument("notebooks", nargs="*", help="default: every notebooks/*.ipynb")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "classroom", "full"])
+    p.set_defaults(func=_notebooks)
+
+    p = sub.add_parser("demo", help="the flagship demo")
+    p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.add_argument("--out", help="output directory (default: under the workspace)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CourseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        from .supervisor import Supervisor
+
+        Supervisor().cleanup()
+        print("interrupted: stopped what was started", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
