@@ -1,0 +1,29 @@
+"""Shared fixtures: an isolated workspace per test that always cleans up after itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A fresh MLOPS_HOME; every process and container started in it is stopped afterwards."""
+    from course_helpers.supervisor import Supervisor
+
+    home = tmp_path / "mlops-home"
+    home.mkdir()
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    try:
+        yield home
+    finally:
+        Supervisor(home).cleanup()
+
+
+@pytest.fixture
+def supervisor(workspace):
+    from course_helpers.supervisor import Supervisor
+
+    return Supervisor(workspace)
