@@ -1,0 +1,57 @@
+# The two commands: `make demo` (set-up + the flagship demo), `make test` (set-up + all tests).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+PROFILE ?= classroom
+DEBIAN_PACKAGES := nginx redis-server debootstrap
+OFFLINE_BASE := mlops-course/base:bookworm
+
+.PHONY: help setup system-deps base-image demo test test-fast lock clean
+
+help:
+	@echo "make demo    set up, then run the flagship demo (PROFILE=$(PROFILE))"
+	@echo "make test    set up (Debian packages, offline base image, venv), then run every test"
+	@echo "make setup   only the Python environment in $(VENV)"
+	@echo "make lock    re-resolve pins from pyproject.toml and regenerate derived files"
+	@echo "make clean   stop everything the helpers started and remove the workspace"
+
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+setup: $(VENV)/.installed
+
+# Debian packages the servers need; installed when we are root, otherwise we say what to run.
+system-deps:
+	@missing=""; for b in nginx redis-server debootstrap; do \
+	  command -v $$b >/dev/null || test -x /usr/sbin/$$b || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	  else echo "missing:$$missing -> sudo apt-get install $(DEBIAN_PACKAGES)"; fi; fi
+
+# The offline base image for the Docker tests (no registry needed); skipped without an engine.
+base-image: setup system-deps
+	@if $(BIN)/python -c "from course_helpers.containers import available; raise SystemExit(not available())"; then \
+	  bash scripts/build-base-image.sh $(OFFLINE_BASE); \
+	else echo "no Docker engine: skipping the base image (the local backend needs none)"; fi
+
+demo: setup system-deps
+	$(BIN)/mlops-course demo --profile $(PROFILE)
+
+test: setup system-deps base-image
+	BASE_IMAGE=$(OFFLINE_BASE) $(BIN)/python -m pytest -v --durations=15 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "unit or integration" $(PYTEST_ARGS)
+
+lock: setup
+	$(BIN)/python scripts/lock.py
+
+clean:
+	-$(BIN)/mlops-course cleanup
+	rm -rf .mlops

@@ -1,0 +1,50 @@
+"""Every lesson notebook runs top to bottom in the smoke profile; time and memory are recorded."""
+
+import pytest
+
+from course_helpers.notebooks import has_outputs, notebook_paths, run_notebook
+
+NOTEBOOKS = notebook_paths()
+
+
+@pytest.mark.unit
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name == "00_welcome_and_setup.ipynb"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs(path):
+    assert has_outputs(path) == [], f"{path.name}: strip outputs before committing"
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_smoke_profile(path, workspace, record_property):
+    result = run_notebook(path, profile="smoke", save_to=workspace / "executed")
+    record_property("seconds", result.seconds)
+    record_property("peak_rss_mb", result.peak_rss_mb)
+    print(f"\n{path.stem}: {result.seconds} s, peak {result.peak_rss_mb} MB (kernel tree)")
+    assert result.ok, result.error
+    assert result.peak_rss_mb > 0
+
+
+@pytest.mark.notebooks
+def test_harness_reports_a_failing_cell_and_leftovers(tmp_path, workspace):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("raise ValueError('broken cell')")])
+    bad = tmp_path / "bad.ipynb"
+    nbformat.write(nb, str(bad))
+    res = run_notebook(bad, profile="smoke")
+    assert not res.ok and "broken cell" in res.error
+
+    code = ("import sys\nfrom course_helpers.supervisor import Supervisor, free_port\n"
+            "p = free_port()\nSupervisor().start('forgotten', [sys.executable, '-m', 'http.server',"
+            " '--bind', '127.0.0.1', str(p)], port=p, stop_on_exit=False)")
+    leaky = tmp_path / "leaky.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(code)]), str(leaky))
+    res = run_notebook(leaky, profile="smoke")
+    assert not res.ok and res.left_running == ["forgotten"]
+    assert "left running" in res.error
