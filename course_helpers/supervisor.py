@@ -13,7 +13,6 @@ import atexit
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -371,6 +370,8 @@ class Supervisor:
 
 
 def _stop_process(pid: int | None, create_time: float | None, timeout: float) -> bool:
+    """SIGTERM the leader (servers like gunicorn stop their workers gracefully), then
+    SIGTERM what is left of its tree, then SIGKILL after ``timeout``."""
     import psutil
 
     proc = _process(pid, create_time)
@@ -381,15 +382,25 @@ def _stop_process(pid: int | None, create_time: float | None, timeout: float) ->
     except psutil.NoSuchProcess:
         family = [proc]
     try:
-        os.killpg(os.getpgid(proc.pid), signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
+        proc.terminate()
+        proc.wait(timeout=timeout)
+    except psutil.NoSuchProcess:
         pass
+    except psutil.TimeoutExpired:
+        pass
+    rest = []
     for p in family:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                rest.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    for p in rest:
         try:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(family, timeout=timeout)
+    _, alive = psutil.wait_procs(rest, timeout=3)
     for p in alive:
         try:
             p.kill()
