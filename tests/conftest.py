@@ -27,3 +27,12 @@ def supervisor(workspace):
     from course_helpers.supervisor import Supervisor
 
     return Supervisor(workspace)
+
+
+@pytest.fixture(scope="session")
+def logreg_uri(tmp_path_factory) -> str:
+    """A small logistic-regression model saved in MLflow's format (a path URI)."""
+    from course_helpers import model
+
+    clf, X, _ = model.train("logreg", n_rows=500)
+    return str(model.save(clf, tmp_path_factory.mktemp("models") / "logreg", X))

@@ -1,0 +1,127 @@
+"""The course's model: trained on the seeded dataset, saved in MLflow's format, loaded by URI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import config
+
+MODEL_NAME = "simple-system"
+KINDS = ("logreg", "forest")
+
+
+def tracking_uri() -> str:
+    """The MLflow store the helpers use: ``$MLFLOW_TRACKING_URI`` or SQLite in the workspace."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{config.workspace_dir('mlflow') / 'mlflow.db'}"
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def train(kind: str = "logreg", n_rows: int | None = None, n_estimators: int | None = None,
+          seed: int = 0, profile: str | None = None):
+    """Fit a classifier on the seeded dataset; returns ``(model, X, y)``.
+
+    ``logreg`` is cheap (~0.1 ms a row); ``forest`` costs ~``n_estimators`` tree walks a
+    row, which makes a server CPU-bound. Sizes default to the profile's.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .data import make_dataset
+
+    prof = config.get_profile(profile)
+    X, y = make_dataset(n_rows or prof.n_rows, seed=seed)
+    if kind == "logreg":
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    elif kind == "forest":
+        model = RandomForestClassifier(n_estimators=n_estimators or prof.n_estimators,
+                                       max_depth=12, random_state=seed, n_jobs=1)
+    else:
+        raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
+    model.fit(X, y)
+    return model, X, y
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements (inferring them spawns a subprocess costing ~5 s a model)."""
+    import importlib.metadata as md
+
+    return [f"{p}=={md.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "mlflow")]
+
+
+def _trusted_types(model) -> list[str] | None:
+    """Types skops must be told to trust when MLflow saves this model (we made it ourselves)."""
+    from sklearn.ensemble import BaseEnsemble
+
+    return ["sklearn.tree._tree.Tree"] if isinstance(model, BaseEnsemble) else None
+
+
+def save(model, path: str | Path, X_example) -> Path:
+    """Save in MLflow's sklearn format with signature and input example; returns the path."""
+    _quiet_mlflow()
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    path = Path(path)
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    example = X_example.head(2)
+    signature = infer_signature(example, model.predict_proba(example))
+    mlflow.sklearn.save_model(model, str(path), signature=signature, input_example=example,
+                              pip_requirements=pip_requirements(),
+                              skops_trusted_types=_trusted_types(model))
+    return path
+
+
+def register(model, X_example, name: str = MODEL_NAME, alias: str | None = "champion",
+             params: dict | None = None, metrics: dict | None = None) -> str:
+    """Log the model to the workspace's MLflow store, register a new version, set ``alias``.
+
+    Returns the version number as a string.
+    """
+    _quiet_mlflow()
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(name)
+    example = X_example.head(2)
+    with mlflow.start_run():
+        if params:
+            mlflow.log_params(params)
+        if metrics:
+            mlflow.log_metrics(metrics)
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
+            input_example=example, pip_requirements=pip_requirements(),
+            skops_trusted_types=_trusted_types(model), registered_model_name=name)
+    version = str(info.registered_model_version)
+    if alias:
+        MlflowClient().set_registered_model_alias(name, alias, version)
+    return version
+
+
+def prepare(kind: str = "logreg", profile: str | None = None, seed: int = 0,
+            n_estimators: int | None = None) -> str:
+    """Train and save a model under ``<workspace>/models/<kind>``; returns its path (a URI)."""
+    model, X, y = train(kind, profile=profile, seed=seed, n_estimators=n_estimators)
+    prof = config.get_profile(profile)
+    trees = n_estimators or prof.n_estimators
+    sub = kind if kind == "logreg" else f"{kind}-{trees}"
+    path = config.workspace_dir("models") / f"{sub}-{prof.n_rows}-s{seed}"
+    if not (path / "MLmodel").exists():
+        save(model, path, X)
+    return str(path)
