@@ -78,9 +78,13 @@ class LoadedModel:
     has_proba: bool
 
     def predict(self, rows: list[dict[str, float]]) -> tuple[list[int], list[list[float]] | None]:
-        import pandas as pd
+        import numpy as np
 
-        frame = pd.DataFrame([[r[f] for f in self.features] for r in rows], columns=self.features)
+        frame = np.array([[r[f] for f in self.features] for r in rows], dtype=float)
+        if hasattr(self.model, "feature_names_in_") or not hasattr(self.model, "fit"):
+            import pandas as pd  # fitted on a DataFrame (or a pyfunc): give it names
+
+            frame = pd.DataFrame(frame, columns=self.features)
         if self.has_proba:
             proba = self.model.predict_proba(frame)
             return [int(i) for i in proba.argmax(axis=1)], proba.tolist()
@@ -249,7 +253,10 @@ async def _too_large(send, limit: int) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app: loads the model (its signature shapes the request schema)."""
+    import sklearn
+
     settings = settings or Settings.from_env()
+    sklearn.set_config(assume_finite=True)  # the request schema already refuses NaN and inf
     model = load_model(settings.model_uri)
     cache = make_cache(settings.cache, maxsize=settings.cache_size, ttl_s=settings.cache_ttl_s,
                        redis_url=settings.redis_url)

@@ -21,7 +21,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 def direct(group: list[str]) -> dict[str, str]:
     out = {}
     for req in group:
-        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", req.strip())
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)(?:\[[a-z0-9,_-]+\])?==([^\s;]+)", req.strip())
         assert m, f"{req!r} in pyproject.toml must be pinned exactly (name==version)"
         out[lock.normalise(m.group(1))] = m.group(2)
     return out
