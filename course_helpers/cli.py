@@ -60,6 +60,39 @@ def _image(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from . import model as model_mod
+    from .serving import serve
+
+    uri = args.model or model_mod.prepare(args.kind, profile=args.profile)
+    redis_url = args.redis_url
+    if args.cache == "redis" and not redis_url:
+        from .services import start_redis
+
+        redis_url = start_redis(name=f"{args.name}-redis")
+    handle = serve(uri, name=args.name, port=args.port, workers=args.workers, cache=args.cache,
+                   redis_url=redis_url, db=args.db or "default")
+    print(f"serving {uri} at {handle.url} ({args.workers} worker(s), cache {args.cache}, "
+          f"log {handle.db or 'off'})")
+    print(f"try: curl -s {handle.url}/version ; docs at {handle.url}/docs")
+    if args.detach:
+        print("running in the background: stop it with `mlops-course cleanup`")
+        from . import supervisor
+
+        supervisor._exit_hooks.clear()  # leave it running on purpose
+        return 0
+    print("Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping (in-flight requests finish, the prediction log is flushed) ...")
+        handle.stop()
+    return 0
+
+
 def _notebooks(args: argparse.Namespace) -> int:
     from .notebooks import run_all
 
@@ -110,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", help="image name (default: $BASE_IMAGE or the offline default)")
     g.add_argument("--force", action="store_true", help="rebuild even if it exists")
     p.set_defaults(func=_image)
+
+    p = sub.add_parser("serve", help="start the lesson-01 model server (gunicorn + FastAPI)")
+    p.add_argument("--model", help="model URI: models:/name@alias, runs:/..., or a path "
+                   "(default: train the course model for the profile)")
+    p.add_argument("--kind", default="logreg", choices=["logreg", "forest"],
+                   help="which course model to train when --model is not given")
+    p.add_argument("--name", default="model-server")
+    p.add_argument("--port", type=int, help="default: a free port")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cache", default="lru", choices=["none", "lru", "redis"])
+    p.add_argument("--redis-url", help="default with --cache redis: start a local redis-server")
+    p.add_argument("--db", help="prediction log: SQLite path, postgresql:// URL or 'none'")
+    p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.add_argument("--detach", action="store_true", help="return and leave it running")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("notebooks", help="execute lesson notebooks headless, with time and memory")
     p.add_argument("notebooks", nargs="*", help="default: every notebooks/*.ipynb")

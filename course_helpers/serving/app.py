@@ -192,7 +192,11 @@ def _describe(errors: list[dict]) -> str:
 
 
 class _Guard:
-    """ASGI middleware: body size limit (413) and metrics for /predict."""
+    """ASGI middleware: body size limit (413) and metrics for /predict.
+
+    Status and latency are recorded when the response starts, before the client can see
+    it, so /metrics read right after a response always counts that response.
+    """
 
     def __init__(self, app, state) -> None:
         self.app, self.state = app, state
@@ -202,16 +206,24 @@ class _Guard:
             return await self.app(scope, receive, send)
         limit = self.state.settings.max_body_bytes
         version = self.state.model.version if self.state.model else "none"
-        status = {"code": 500}
         t0 = time.perf_counter()
+        recorded = False
+
+        async def capture(message):
+            nonlocal recorded
+            if message["type"] == "http.response.start" and not recorded:
+                recorded = True
+                metrics.REQUESTS.labels(str(message["status"]), version).inc()
+                metrics.LATENCY.labels(version).observe(time.perf_counter() - t0)
+            await send(message)
+
         gauge = metrics.IN_FLIGHT.labels(version)
         gauge.inc()
         try:
             headers = dict(scope.get("headers") or [])
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
-                status["code"] = 413
-                return await _too_large(send, limit)
+                return await _too_large(capture, limit)
             seen = 0
 
             async def limited_receive():
@@ -223,20 +235,15 @@ class _Guard:
                         raise _BodyTooLarge
                 return message
 
-            async def capture(message):
-                if message["type"] == "http.response.start":
-                    status["code"] = message["status"]
-                await send(message)
-
             try:
                 await self.app(scope, limited_receive, capture)
             except _BodyTooLarge:
-                status["code"] = 413
-                await _too_large(send, limit)
+                await _too_large(capture, limit)
         finally:
             gauge.dec()
-            metrics.REQUESTS.labels(str(status["code"]), version).inc()
-            metrics.LATENCY.labels(version).observe(time.perf_counter() - t0)
+            if not recorded:  # the app failed before answering
+                metrics.REQUESTS.labels("500", version).inc()
+                metrics.LATENCY.labels(version).observe(time.perf_counter() - t0)
 
 
 class _BodyTooLarge(Exception):

@@ -78,13 +78,15 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
            "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", str(workers),
            "--bind", f"127.0.0.1:{port}", "--config",
            f"python:course_helpers.serving.gunicorn_conf",
+           "--preload",  # load the model once, before forking: workers start in milliseconds
            "--graceful-timeout", "20", "--timeout", "120", "--keep-alive", "5",
            "--log-level", "warning"]
     if cpus:
         taskset = shutil.which("taskset")
         if taskset:
             cmd = [taskset, "-c", ",".join(str(c) for c in cpus)] + cmd
-    rec = Supervisor(ws).start(name, cmd, url=f"http://127.0.0.1:{port}/ready", timeout=timeout,
+    rec = Supervisor(ws).start(name, cmd, port=port, url=f"http://127.0.0.1:{port}/ready",
+                               timeout=timeout,
                                env=env)
     return ServerHandle(name, f"http://127.0.0.1:{port}", port, rec.pid, workers, db, ws)
 
