@@ -2,7 +2,9 @@
 
 Configured by environment variables set by ``course_helpers.loadtest.run_locust``:
 ``MLOPS_LOAD_ROWS`` (JSON file with a list of rows), ``MLOPS_LOAD_MIX`` (``uniform`` or
-``zipf``), ``MLOPS_LOAD_ZIPF_A`` and ``MLOPS_LOAD_BATCH`` (rows per request).
+``zipf``), ``MLOPS_LOAD_ZIPF_A``, ``MLOPS_LOAD_BATCH`` (rows per request) and
+``MLOPS_LOAD_API`` (``course`` posts to /predict; ``mlflow`` posts the same rows to
+``mlflow models serve``'s /invocations, for comparisons).
 """
 
 import json
@@ -16,6 +18,7 @@ from locust.contrib.fasthttp import FastHttpUser
 ROWS = json.loads(open(os.environ["MLOPS_LOAD_ROWS"]).read())
 MIX = os.environ.get("MLOPS_LOAD_MIX", "uniform")
 BATCH = int(os.environ.get("MLOPS_LOAD_BATCH", "1"))
+API = os.environ.get("MLOPS_LOAD_API", "course")
 _rng = np.random.default_rng(int(os.environ.get("MLOPS_LOAD_SEED", "7")))
 if MIX == "zipf":
     a = float(os.environ.get("MLOPS_LOAD_ZIPF_A", "1.2"))
@@ -41,8 +44,10 @@ class PredictUser(FastHttpUser):
     @task
     def predict(self):
         rows = _next_rows()
-        body = {"row": rows[0]} if BATCH == 1 else {"rows": rows}
-        with self.client.post("/predict", json=body, name="/predict",
-                              catch_response=True) as resp:
+        if API == "mlflow":
+            path, body = "/invocations", {"dataframe_records": rows}
+        else:
+            path, body = "/predict", ({"row": rows[0]} if BATCH == 1 else {"rows": rows})
+        with self.client.post(path, json=body, name=path, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")

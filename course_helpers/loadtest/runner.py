@@ -100,7 +100,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                duration_s: int | None = None, rows: list[dict] | None = None,
                mix: str = "uniform", zipf_a: float = 1.2, batch: int = 1,
                out_dir: str | Path | None = None, label: str = "load",
-               profile: str | None = None, progress: bool = True,
+               profile: str | None = None, progress: bool = True, api: str = "course",
                locustfile: str | Path = LOCUSTFILE) -> LoadResult:
     """Drive ``host`` (a loopback URL) with Locust for ``duration_s`` seconds.
 
@@ -121,7 +121,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
     rows_file = Path(f"{stem}.rows.json")
     rows_file.write_text(json.dumps(rows if rows is not None else request_rows(500)))
     env = dict(os.environ, MLOPS_LOAD_ROWS=str(rows_file), MLOPS_LOAD_MIX=mix,
-               MLOPS_LOAD_ZIPF_A=str(zipf_a), MLOPS_LOAD_BATCH=str(batch),
+               MLOPS_LOAD_ZIPF_A=str(zipf_a), MLOPS_LOAD_BATCH=str(batch), MLOPS_LOAD_API=api,
                LOCUST_SKIP_MONKEY_PATCH_CHECK="1")
     locust = str(Path(sys.executable).with_name("locust"))
     cmd = [locust, "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(spawn_rate),

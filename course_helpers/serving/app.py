@@ -9,6 +9,7 @@ import dataclasses
 import os
 import time
 import uuid
+import warnings
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -77,14 +78,25 @@ class LoadedModel:
     model: Any
     has_proba: bool
 
+    @property
+    def order(self) -> list[str]:
+        """Columns in the order the model was fitted with (sklearn remembers it)."""
+        names = getattr(self.model, "feature_names_in_", None)
+        return [str(n) for n in names] if names is not None else self.features
+
     def predict(self, rows: list[dict[str, float]]) -> tuple[list[int], list[list[float]] | None]:
+        """Rows in, predicted classes and class probabilities out.
+
+        A bare array in the model's own column order: building a DataFrame per request
+        would cost ~6x more than the prediction itself (1.6 vs 0.25 ms for one row).
+        """
         import numpy as np
 
-        frame = np.array([[r[f] for f in self.features] for r in rows], dtype=float)
-        if hasattr(self.model, "feature_names_in_") or not hasattr(self.model, "fit"):
-            import pandas as pd  # fitted on a DataFrame (or a pyfunc): give it names
+        frame = np.array([[r[f] for f in self.order] for r in rows], dtype=float)
+        if not hasattr(self.model, "fit"):  # a pyfunc model wants a DataFrame
+            import pandas as pd
 
-            frame = pd.DataFrame(frame, columns=self.features)
+            frame = pd.DataFrame(frame, columns=self.order)
         if self.has_proba:
             proba = self.model.predict_proba(frame)
             return [int(i) for i in proba.argmax(axis=1)], proba.tolist()
@@ -264,6 +276,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     settings = settings or Settings.from_env()
     sklearn.set_config(assume_finite=True)  # the request schema already refuses NaN and inf
+    # We pass arrays in the fitted column order on purpose (see LoadedModel.predict).
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
     model = load_model(settings.model_uri)
     cache = make_cache(settings.cache, maxsize=settings.cache_size, ttl_s=settings.cache_ttl_s,
                        redis_url=settings.redis_url)
