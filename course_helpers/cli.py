@@ -48,7 +48,18 @@ def _grade(args: argparse.Namespace) -> int:
     if args.grade_cmd == "check":
         return grading.grade_check(args.assignment, args.notebook)
     if args.grade_cmd == "batch":
+        if args.timeout:
+            import os
+
+            os.environ["MLOPS_GRADING_TIMEOUT"] = str(args.timeout)
         return grading.grade_batch(args.assignment, args.submissions_dir, args.out)
+    if args.grade_cmd == "fetch":
+        dest = args.dest or args.assignment
+        for path in grading.release(args.assignment, dest):
+            print(f"wrote {path}")
+        print(f"work in {dest}/, then: mlops-course grade check {args.assignment} "
+              f"{dest}/{args.assignment}.ipynb")
+        return 0
     raise AssertionError(args.grade_cmd)
 
 
@@ -135,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("assignment")
     g.add_argument("submissions_dir")
     g.add_argument("--out", help="where to write grades.csv and feedback (default: workspace)")
+    g.add_argument("--timeout", type=int, help="seconds a cell may run (default 30)")
+    g = gsub.add_parser("fetch", help="copy the blank student version of an assignment")
+    g.add_argument("assignment")
+    g.add_argument("dest", nargs="?", help="folder to write to (default: ./<assignment>)")
     p.set_defaults(func=_grade)
 
     p = sub.add_parser("image", help="container images without a registry")
