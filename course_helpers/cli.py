@@ -117,6 +117,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(profile=args.profile, out=args.out)
 
 
+# Modules that add their own subcommands: each defines ``register_cli(subparsers)`` that
+# adds parsers with ``set_defaults(func=...)``. Keep their module-level imports light.
+CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_helpers.cicd",
+               "course_helpers.deploy")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlops-course", description="MLOps with Cloud: course helpers.")
@@ -183,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["smoke", "classroom", "full"])
     p.add_argument("--out", help="output directory (default: under the workspace)")
     p.set_defaults(func=_demo)
+
+    import importlib
+
+    for name in CLI_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue
+        module.register_cli(sub)
     return parser
 
 
