@@ -5,8 +5,13 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PROFILE ?= classroom
+BACKEND ?= auto
 DEBIAN_PACKAGES := nginx redis-server debootstrap
 OFFLINE_BASE := mlops-course/base:bookworm
+# Course images build FROM this; the offline one is built from Debian packages (no registry
+# needed). With internet you may use `make demo BASE_IMAGE=python:3.11-slim`.
+BASE_IMAGE ?= $(OFFLINE_BASE)
+export BASE_IMAGE
 
 .PHONY: help setup system-deps base-image demo test test-fast lock clean
 
@@ -34,17 +39,17 @@ system-deps:
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	  else echo "missing:$$missing -> sudo apt-get install $(DEBIAN_PACKAGES)"; fi; fi
 
-# The offline base image for the Docker tests (no registry needed); skipped without an engine.
+# The offline base image (no registry needed); skipped without a Docker engine.
 base-image: setup system-deps
 	@if $(BIN)/python -c "from course_helpers.containers import available; raise SystemExit(not available())"; then \
-	  bash scripts/build-base-image.sh $(OFFLINE_BASE); \
+	  if [ "$(BASE_IMAGE)" = "$(OFFLINE_BASE)" ]; then bash scripts/build-base-image.sh $(OFFLINE_BASE); fi; \
 	else echo "no Docker engine: skipping the base image (the local backend needs none)"; fi
 
-demo: setup system-deps
-	$(BIN)/mlops-course demo --profile $(PROFILE)
+demo: setup system-deps base-image
+	$(BIN)/mlops-course demo --profile $(PROFILE) --backend $(BACKEND)
 
 test: setup system-deps base-image
-	BASE_IMAGE=$(OFFLINE_BASE) $(BIN)/python -m pytest -v --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -v --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "unit or integration" $(PYTEST_ARGS)

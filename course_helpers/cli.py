@@ -114,13 +114,12 @@ def _notebooks(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(profile=args.profile, out=args.out)
+    return run_demo(profile=args.profile, backend=args.backend, out=args.out)
 
 
 # Modules that add their own subcommands: each defines ``register_cli(subparsers)`` that
 # adds parsers with ``set_defaults(func=...)``. Keep their module-level imports light.
-CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_helpers.cicd",
-               "course_helpers.deploy")
+CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_helpers.cicd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="smoke", choices=["smoke", "classroom", "full"])
     p.set_defaults(func=_notebooks)
 
-    p = sub.add_parser("demo", help="the flagship demo")
+    p = sub.add_parser("demo", help="the scaling showdown: single-large vs many-small under load")
     p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.add_argument("--backend", default="auto", choices=["auto", "local", "docker"])
     p.add_argument("--out", help="output directory (default: under the workspace)")
     p.set_defaults(func=_demo)
 

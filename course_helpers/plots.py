@@ -92,3 +92,77 @@ def resources_chart(report: dict, ax=None):
     ax[1].set_title("Memory")
     ax[0].figure.tight_layout()
     return ax
+
+
+TOPOLOGY_COLOURS = {"single_large": "#ef476f", "many_small": "#118ab2"}
+TOPOLOGY_LABELS = {"single_large": "single-large (scale up)", "many_small": "many-small (scale out)"}
+
+
+def throughput_and_p95(timelines: dict, kill_at: dict | None = None, axes=None):
+    """Two panels over time: requests/s and p95 latency, one line per run.
+
+    ``timelines``: {label: DataFrame from LoadResult.timeline()}; ``kill_at``: {label: elapsed
+    seconds of a fault injection}, drawn as a dashed line.
+    """
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for label, df in timelines.items():
+        colour = TOPOLOGY_COLOURS.get(label)
+        name = TOPOLOGY_LABELS.get(label, label)
+        axes[0].plot(df["elapsed_s"], df["ok"], label=f"{name}: ok", color=colour)
+        if df["failed"].sum():
+            axes[0].plot(df["elapsed_s"], df["failed"], ls=":", color=colour,
+                         label=f"{name}: failed")
+        axes[1].plot(df["elapsed_s"], df["p95_ms"], color=colour, label=name)
+        if kill_at and label in kill_at:
+            for ax in axes:
+                ax.axvline(kill_at[label], color=colour or "k", ls="--", lw=0.8)
+    axes[0].set(title="Throughput", xlabel="seconds", ylabel="requests per second")
+    axes[1].set(title="p95 latency", xlabel="seconds", ylabel="ms")
+    axes[0].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def topology_bars(results: dict, ax=None):
+    """Side-by-side bars of requests/s and p95 for the two topologies of a showdown."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in ("single_large", "many_small") if k in results]
+    if ax is None:
+        _, ax = plt.subplots(1, 3, figsize=(11, 3.2))
+    names = [TOPOLOGY_LABELS[k].split(" (")[0] for k in keys]
+    colours = [TOPOLOGY_COLOURS[k] for k in keys]
+    for axis, metric, title in ((ax[0], "rps", "Throughput (req/s)"),
+                                (ax[1], "p95_ms", "p95 latency (ms)")):
+        values = [results[k][metric] for k in keys]
+        bars = axis.bar(names, values, color=colours)
+        axis.bar_label(bars, labels=[f"{v:.0f}" for v in values])
+        axis.set_title(title)
+        axis.set_ylim(0, max(values) * 1.25 or 1)
+    failed = [results[k]["fault_injection"]["failed_requests"] for k in keys]
+    bars = ax[2].bar(names, failed, color=colours)
+    ax[2].bar_label(bars, labels=[str(v) for v in failed])
+    ax[2].set_title("Failed requests when a replica dies")
+    ax[2].set_ylim(0, max(failed) * 1.25 or 1)
+    ax[0].figure.tight_layout()
+    return ax
+
+
+def latency_vs_users(timeline, ax=None, label: str | None = None):
+    """p95 latency and throughput against the number of users (from a step or ramp run)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.4))
+    grouped = timeline.groupby("users").agg(p95_ms=("p95_ms", "median"), rps=("ok", "median"))
+    grouped = grouped[grouped.index > 0]
+    ax.plot(grouped.index, grouped["p95_ms"], marker="o", label=label or "p95 latency")
+    ax.set(xlabel="concurrent users", ylabel="p95 latency (ms)", title="Latency vs users")
+    twin = ax.twinx()
+    twin.plot(grouped.index, grouped["rps"], marker="s", color="#999", ls="--")
+    twin.set_ylabel("requests per second (dashed)")
+    return ax

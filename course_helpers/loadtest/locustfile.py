@@ -10,9 +10,11 @@ Configured by environment variables set by ``course_helpers.loadtest.run_locust`
 import json
 import os
 import random
+import time
+from collections import defaultdict
 
 import numpy as np
-from locust import constant, task
+from locust import LoadTestShape, constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
 ROWS = json.loads(open(os.environ["MLOPS_LOAD_ROWS"]).read())
@@ -51,3 +53,66 @@ class PredictUser(FastHttpUser):
         with self.client.post(path, json=body, name=path, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
+
+
+# Exact per-second outcomes (Locust's own history smooths over a 10 s window, which would
+# blur a fault-injection blip): {second: [ok, failed, [latencies ms]]}, written at the end.
+TIMELINE_FILE = os.environ.get("MLOPS_LOAD_TIMELINE")
+_timeline = defaultdict(lambda: [0, 0, []])
+
+
+@events.request.add_listener
+def _record(request_type, name, response_time, response_length, exception=None, **kw):
+    slot = _timeline[int(time.time())]
+    if exception is None:
+        slot[0] += 1
+    else:
+        slot[1] += 1
+    if len(slot[2]) < 20_000:
+        slot[2].append(response_time)
+
+
+@events.quitting.add_listener
+def _dump(environment, **kw):
+    if not TIMELINE_FILE:
+        return
+    rows = []
+    for sec in sorted(_timeline):
+        ok, failed, lat = _timeline[sec]
+        lat = np.asarray(lat) if lat else np.asarray([np.nan])
+        rows.append({"t": sec, "ok": ok, "failed": failed,
+                     "p50_ms": float(np.nanpercentile(lat, 50)),
+                     "p95_ms": float(np.nanpercentile(lat, 95))})
+    with open(TIMELINE_FILE, "w") as fh:
+        json.dump(rows, fh)
+
+
+SHAPE = os.environ.get("MLOPS_LOAD_SHAPE", "constant")
+MAX_USERS = int(os.environ.get("MLOPS_LOAD_USERS", "10"))
+DURATION = float(os.environ.get("MLOPS_LOAD_DURATION", "20"))
+STEPS = int(os.environ.get("MLOPS_LOAD_STEPS", "4"))
+
+if SHAPE == "step":
+
+    class StepLoad(LoadTestShape):
+        """``STEPS`` equal steps of users up to MAX_USERS over DURATION seconds."""
+
+        def tick(self):
+            t = self.get_run_time()
+            if t >= DURATION:
+                return None
+            step = min(STEPS - 1, int(t / (DURATION / STEPS)))
+            users = max(1, round(MAX_USERS * (step + 1) / STEPS))
+            return users, users
+
+elif SHAPE == "ramp":
+
+    class RampLoad(LoadTestShape):
+        """Users grow linearly from 1 to MAX_USERS over DURATION seconds."""
+
+        def tick(self):
+            t = self.get_run_time()
+            if t >= DURATION:
+                return None
+            users = max(1, round(MAX_USERS * t / DURATION))
+            return users, MAX_USERS

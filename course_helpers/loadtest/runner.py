@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import CourseError
+from ..supervisor import ENV_TAG
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -37,10 +38,31 @@ class LoadResult:
     generator_cpu: float
     history_csv: str
     json_file: str
+    timeline_file: str = ""
+    shape: str = "constant"
 
     def summary(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("history_csv", "json_file")}
+                if k not in ("history_csv", "json_file", "timeline_file")}
+
+    def timeline(self):
+        """Exact per-second outcomes: t (epoch s), elapsed_s, ok, failed, rps, p50_ms, p95_ms,
+        and users (from Locust's history, for step and ramp shapes)."""
+        import pandas as pd
+
+        df = pd.DataFrame(json.loads(Path(self.timeline_file).read_text()))
+        if df.empty:
+            return df
+        df["elapsed_s"] = df["t"] - df["t"].iloc[0]
+        df["rps"] = df["ok"] + df["failed"]
+        try:
+            hist = pd.read_csv(self.history_csv)
+            hist = hist[hist["Name"] == "Aggregated"] if "Name" in hist else hist
+            users = hist.groupby(hist["Timestamp"].astype(int))["User Count"].max()
+            df["users"] = df["t"].map(users).ffill().bfill()
+        except (OSError, KeyError, ValueError):
+            df["users"] = self.users
+        return df
 
     def history(self):
         """Per-second DataFrame: elapsed_s, users, rps, failures_per_s, p50_ms, p95_ms."""
@@ -101,6 +123,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                mix: str = "uniform", zipf_a: float = 1.2, batch: int = 1,
                out_dir: str | Path | None = None, label: str = "load",
                profile: str | None = None, progress: bool = True, api: str = "course",
+               shape: str = "constant", steps: int = 4,
                locustfile: str | Path = LOCUSTFILE) -> LoadResult:
     """Drive ``host`` (a loopback URL) with Locust for ``duration_s`` seconds.
 
@@ -122,7 +145,12 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
     rows_file.write_text(json.dumps(rows if rows is not None else request_rows(500)))
     env = dict(os.environ, MLOPS_LOAD_ROWS=str(rows_file), MLOPS_LOAD_MIX=mix,
                MLOPS_LOAD_ZIPF_A=str(zipf_a), MLOPS_LOAD_BATCH=str(batch), MLOPS_LOAD_API=api,
+               MLOPS_LOAD_TIMELINE=f"{stem}.timeline.json", MLOPS_LOAD_SHAPE=shape,
+               MLOPS_LOAD_USERS=str(users), MLOPS_LOAD_DURATION=str(duration_s),
+               MLOPS_LOAD_STEPS=str(steps),
                LOCUST_SKIP_MONKEY_PATCH_CHECK="1")
+    # tagged like supervised processes, so `mlops-course cleanup` finds a Locust whose owner died
+    env[ENV_TAG] = f"{config.workspace()}::locust-{label}"
     locust = str(Path(sys.executable).with_name("locust"))
     cmd = [locust, "-f", str(locustfile), "--headless", "-u", str(users), "-r", str(spawn_rate),
            "-t", f"{duration_s}s", "--host", host, "--csv", str(stem), "--csv-full-history",
@@ -173,4 +201,5 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
     totals = parse_json(json_file)
     cpu = (rusage.ru_utime + rusage.ru_stime) / wall if rusage else float("nan")
     return LoadResult(users=users, generator_cpu=round(cpu, 2),
-                      history_csv=f"{stem}_stats_history.csv", json_file=str(json_file), **totals)
+                      history_csv=f"{stem}_stats_history.csv", json_file=str(json_file),
+                      timeline_file=f"{stem}.timeline.json", shape=shape, **totals)

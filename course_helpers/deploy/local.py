@@ -1,0 +1,155 @@
+"""The local backend: each replica is a gunicorn process group pinned to its own CPUs.
+
+This is what Binder students run (no Docker there), so it behaves like the Docker backend:
+nginx in front, a restart policy (a watchdog restarts a crashed replica on the same port),
+``scale`` without a restart of the load balancer. Memory limits are not enforced here (that
+needs cgroups, which Docker sets up); the spec's memory is still validated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from ..serving import serve
+from ..supervisor import Supervisor
+from .base import Deployment, Replica
+from .nginx import LoadBalancer, Server, Upstream
+from .spec import DeploymentSpec
+
+
+def _upstream(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+class LocalBackend:
+    """Deployments as local processes; see the module docstring."""
+
+    name = "local"
+
+    def __init__(self, restart: bool = True, watch_interval_s: float = 0.25) -> None:
+        self.restart = restart
+        self.watch_interval_s = watch_interval_s
+        self._watchers: dict[str, tuple[threading.Event, threading.Thread]] = {}
+        self._lock = threading.Lock()
+        self.restarts: dict[str, int] = {}
+
+    # lifecycle -----------------------------------------------------------------
+    def up(self, spec: DeploymentSpec) -> Deployment:
+        spec.validate()
+        sets = spec.cpu_sets()
+        replicas = []
+        try:
+            for i in range(spec.replicas):
+                replicas.append(self._start_replica(spec, i, sets[i]))
+            lb = LoadBalancer(f"{spec.name}-lb").start(self._upstreams(spec, replicas))
+        except BaseException:
+            for r in replicas:
+                Supervisor().stop(r.name)
+            raise
+        dep = Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
+        if self.restart:
+            self._watch(dep)
+        return dep
+
+    def down(self, dep: Deployment) -> None:
+        self._unwatch(dep)
+        LoadBalancer(f"{dep.spec.name}-lb").stop()
+        sup = Supervisor()
+        for r in dep.replicas:
+            sup.stop(r.name)
+
+    def status(self, dep: Deployment) -> list[dict]:
+        import json
+        import urllib.request
+
+        out = []
+        for r in dep.replicas:
+            rec = Supervisor().get(r.name)
+            ready = False
+            try:
+                with urllib.request.urlopen(r.url + "/ready", timeout=2) as resp:
+                    ready = json.loads(resp.read()).get("status") == "ready"
+            except OSError:
+                pass
+            out.append({"replica": r.name, "url": r.url, "pid": rec.pid if rec else None,
+                        "alive": bool(rec and rec.is_alive()), "ready": ready, "cpus": r.cpus,
+                        "restarts": self.restarts.get(r.name, 0)})
+        return out
+
+    def scale(self, dep: Deployment, replicas: int) -> Deployment:
+        """Add or remove replicas; nginx is reloaded, not restarted."""
+        spec = DeploymentSpec(**{**dep.spec.__dict__, "replicas": replicas}).validate()
+        current = list(dep.replicas)
+        lb = LoadBalancer(f"{spec.name}-lb", port=int(dep.url.rsplit(":", 1)[1]))
+        with self._lock:
+            if replicas > len(current):
+                sets = spec.cpu_sets()
+                for i in range(len(current), replicas):
+                    current.append(self._start_replica(spec, i, sets[i]))
+                lb.update(self._upstreams(spec, current))
+            elif replicas < len(current):
+                keep, drop = current[:replicas], current[replicas:]
+                lb.update(self._upstreams(spec, keep))  # stop sending them traffic first
+                for r in drop:
+                    Supervisor().stop(r.name)
+                current = keep
+            dep.spec, dep.replicas = spec, current
+        return dep
+
+    def kill_replica(self, dep: Deployment, index: int = 0) -> Replica:
+        """Crash one replica: SIGKILL its whole process group (no graceful shutdown)."""
+        r = dep.replicas[index]
+        rec = Supervisor().get(r.name)
+        if rec is None or not rec.is_alive():
+            raise RuntimeError(f"replica {r.name} is not running")
+        os.killpg(os.getpgid(rec.pid), signal.SIGKILL)
+        return r
+
+    # internals -----------------------------------------------------------------
+    def _start_replica(self, spec: DeploymentSpec, index: int, cpus: list[int],
+                       port: int | None = None) -> Replica:
+        name = f"{spec.name}-r{index}"
+        handle = serve(spec.model_uri, name=name, port=port, workers=spec.workers_per_replica,
+                       cpus=cpus, cache=spec.cache, db=spec.db, timeout=120,
+                       extra_env={"MLOPS_REPLICA": name})
+        return Replica(name=name, url=handle.url, pid=handle.pid, cpus=cpus)
+
+    @staticmethod
+    def _upstreams(spec: DeploymentSpec, replicas: list[Replica]) -> list[Upstream]:
+        servers = [Server(r.url.removeprefix("http://"), weight=spec.weight) for r in replicas]
+        return [Upstream(_upstream(spec.name), servers)]
+
+    def _watch(self, dep: Deployment) -> None:
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.watch_interval_s):
+                with self._lock:
+                    for i, r in enumerate(list(dep.replicas)):
+                        if stop.is_set():
+                            return
+                        rec = Supervisor().get(r.name)
+                        if rec is not None and rec.is_alive():
+                            continue
+                        port = int(r.url.rsplit(":", 1)[1])
+                        Supervisor().stop(r.name)  # reap leftovers of the crashed group
+                        try:
+                            new = self._start_replica(dep.spec, i, r.cpus or [], port=port)
+                        except Exception:
+                            time.sleep(1)  # try again on the next round
+                            continue
+                        dep.replicas[i] = new
+                        self.restarts[r.name] = self.restarts.get(r.name, 0) + 1
+
+        thread = threading.Thread(target=loop, name=f"watch-{dep.spec.name}", daemon=True)
+        thread.start()
+        self._watchers[dep.url] = (stop, thread)
+
+    def _unwatch(self, dep: Deployment) -> None:
+        item = self._watchers.pop(dep.url, None)
+        if item:
+            item[0].set()
+            item[1].join(timeout=130)
