@@ -136,13 +136,13 @@ class LocalBackend:
                             continue
                         port = int(r.url.rsplit(":", 1)[1])
                         Supervisor().stop(r.name)  # reap leftovers of the crashed group
+                        self.restarts[r.name] = self.restarts.get(r.name, 0) + 1
                         try:
                             new = self._start_replica(dep.spec, i, r.cpus or [], port=port)
                         except Exception:
                             time.sleep(1)  # try again on the next round
                             continue
                         dep.replicas[i] = new
-                        self.restarts[r.name] = self.restarts.get(r.name, 0) + 1
 
         thread = threading.Thread(target=loop, name=f"watch-{dep.spec.name}", daemon=True)
         thread.start()

@@ -1,0 +1,154 @@
+"""The local backend for real: gunicorn replicas pinned to CPUs behind a real nginx."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from course_helpers.data import request_rows
+from course_helpers.deploy import DeploymentSpec
+from course_helpers.deploy.local import LocalBackend
+from tests.helpers import need
+
+pytestmark = pytest.mark.integration
+ROW = request_rows(1)[0]
+
+
+@pytest.fixture(autouse=True)
+def _nginx():
+    need(shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx"),
+         "nginx (Debian package nginx)")
+
+
+def post(url: str) -> int:
+    req = urllib.request.Request(url + "/predict", data=json.dumps({"row": ROW}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return -1
+
+
+class Loop:
+    """A client hammering the load balancer in a thread, counting outcomes."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.codes, self.stop = url, [], threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.codes.append(post(self.url))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def test_many_small_up_scale_down(workspace, logreg_uri):
+    backend = LocalBackend()
+    dep = backend.up(DeploymentSpec.many_small(logreg_uri, replicas=2, name="ms"))
+    try:
+        assert {post(dep.url) for _ in range(10)} == {200}
+        status = backend.status(dep)
+        assert [s["ready"] for s in status] == [True, True]
+        assert [s["cpus"] for s in status] == [[0], [1]]
+        for s in status:  # really pinned
+            import psutil
+
+            assert psutil.Process(s["pid"]).cpu_affinity() == s["cpus"]
+        with Loop(dep.url) as loop:
+            time.sleep(0.5)
+            dep = backend.scale(dep, 1)
+            time.sleep(0.5)
+            dep = backend.scale(dep, 2)
+            time.sleep(0.5)
+        assert len(loop.codes) > 20 and set(loop.codes) == {200}, \
+            f"requests failed during scale/reload: {sorted(set(loop.codes))}"
+        assert len(dep.replicas) == 2
+    finally:
+        backend.down(dep)
+    from course_helpers.supervisor import Supervisor
+
+    assert Supervisor(workspace).status() == []
+
+
+def test_many_small_survives_a_crash_without_a_restart(workspace, logreg_uri):
+    backend = LocalBackend(restart=False)  # no restart policy: only the load balancer helps
+    dep = backend.up(DeploymentSpec.many_small(logreg_uri, replicas=2, name="ms"))
+    try:
+        with Loop(dep.url) as loop:
+            time.sleep(0.5)
+            backend.kill_replica(dep, 0)
+            time.sleep(2)
+        after = loop.codes[len(loop.codes) // 2:]
+        assert set(after) == {200}, "the survivor should answer everything after the crash"
+        assert loop.codes.count(200) >= len(loop.codes) - 2, "a crash costs at most a few requests"
+        assert [s["alive"] for s in backend.status(dep)] == [False, True]
+    finally:
+        backend.down(dep)
+
+
+def test_single_large_goes_dark_until_restarted(workspace, logreg_uri):
+    backend = LocalBackend(restart=False)
+    dep = backend.up(DeploymentSpec.single_large(logreg_uri, cpus=2, name="sl"))
+    try:
+        assert post(dep.url) == 200
+        backend.kill_replica(dep, 0)
+        time.sleep(0.5)
+        assert {post(dep.url) for _ in range(5)} == {502}
+    finally:
+        backend.down(dep)
+
+
+def test_the_restart_policy_brings_a_crashed_replica_back(workspace, logreg_uri):
+    backend = LocalBackend(restart=True)
+    dep = backend.up(DeploymentSpec.single_large(logreg_uri, cpus=1, name="sl"))
+    try:
+        backend.kill_replica(dep, 0)
+        deadline = time.monotonic() + 60
+        while post(dep.url) != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert post(dep.url) == 200
+        assert backend.restarts == {"sl-r0": 1}
+    finally:
+        backend.down(dep)
+
+
+def test_demo_smoke_local_writes_results(workspace, tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "course_helpers.cli", "demo", "--profile", "smoke",
+         "--backend", "local", "--out", str(out)],
+        env=dict(os.environ, MLOPS_HOME=str(workspace)), capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["profile"] == "smoke" and res["backend"] == "local"
+    for key in ("single_large", "many_small"):
+        r = res[key]
+        assert {"requests", "failures", "rps", "p50_ms", "p95_ms", "replicas",
+                "workers_per_replica", "cpus_total"} <= r.keys()
+        assert r["failures"] == 0 and r["requests"] > 0
+        assert {"failed_requests", "recovery_s"} <= r["fault_injection"].keys()
+    assert res["many_small"]["fault_injection"]["failed_requests"] < \
+        res["single_large"]["fault_injection"]["failed_requests"]
+    for name in ("load.png", "fault.png", "topologies.png", "report.md"):
+        assert (out / name).stat().st_size > 0
+    from course_helpers.supervisor import Supervisor
+
+    assert Supervisor(workspace).status() == [], "the demo left something running"

@@ -1,0 +1,49 @@
+import pytest
+
+from course_helpers.deploy import DeploymentSpec, SpecError
+from course_helpers.deploy.nginx import Server, Upstream, render_config
+
+pytestmark = pytest.mark.unit
+
+
+def test_topologies_have_the_same_totals():
+    big = DeploymentSpec.single_large("m", cpus=2)
+    small = DeploymentSpec.many_small("m", replicas=2)
+    assert (big.replicas, big.workers_per_replica, big.cpus_total) == (1, 2, 2)
+    assert (small.replicas, small.workers_per_replica, small.cpus_total) == (2, 1, 2)
+    assert big.memory_mb_total == small.memory_mb_total
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"replicas": 0}, "replicas must be at least 1"),
+    ({"replicas": 3, "cpus_per_replica": 1.0}, "this machine gives 2"),
+    ({"memory_mb_per_replica": 64}, "too small to load the model"),
+    ({"workers_per_replica": 0}, "at least 1 worker"),
+    ({"topology": "medium"}, "unknown topology"),
+])
+def test_invalid_specs_are_refused_with_a_reason(kw, words):
+    with pytest.raises(SpecError, match=words):
+        DeploymentSpec(model_uri="m", **kw).validate(machine_cpus=2)
+
+
+def test_cpu_sets_do_not_overlap():
+    assert DeploymentSpec.many_small("m", replicas=2).cpu_sets(2) == [[0], [1]]
+    assert DeploymentSpec.single_large("m", cpus=2).cpu_sets(2) == [[0, 1]]
+
+
+def test_nginx_config_has_weights_health_checks_and_retries(tmp_path):
+    conf = render_config(tmp_path, 8080, [Upstream("model", [Server("127.0.0.1:1", 9),
+                                                            Server("127.0.0.1:2", 1),
+                                                            Server("127.0.0.1:3", 0)])])
+    assert "server 127.0.0.1:1 weight=9 max_fails=1" in conf
+    assert "127.0.0.1:3" not in conf, "weight 0 takes a server out of rotation"
+    assert "proxy_next_upstream error timeout http_502 http_503" in conf
+    assert "listen 127.0.0.1:8080;" in conf and "daemon off;" in conf
+    assert str(tmp_path) in conf.split("pid ")[1].splitlines()[0]
+
+
+def test_nginx_config_refuses_an_empty_upstream(tmp_path):
+    from course_helpers.errors import CourseError
+
+    with pytest.raises(CourseError, match="no server with a positive weight"):
+        render_config(tmp_path, 8080, [Upstream("model", [Server("127.0.0.1:1", 0)])])
