@@ -17,7 +17,8 @@ def _table(results: dict) -> str:
     sl, ms = results["single_large"], results["many_small"]
     for key, label in (("replicas", "replicas"), ("workers_per_replica", "workers per replica"),
                        ("cpus_total", "CPUs in total"), ("requests", "requests"),
-                       ("failures", "failures"), ("rps", "requests/s"), ("p50_ms", "p50 ms"),
+                       ("failures", "failures"), ("rps", "requests/s (whole run)"),
+                       ("peak_rps", "requests/s (all users on)"), ("p50_ms", "p50 ms"),
                        ("p95_ms", "p95 ms"), ("generator_cpu", "Locust CPU (cores)")):
         rows.append((label, f"{sl[key]:g}", f"{ms[key]:g}"))
     for key, label in (("failed_requests", "fault: failed requests"),

@@ -136,7 +136,8 @@ def topology_bars(results: dict, ax=None):
         _, ax = plt.subplots(1, 3, figsize=(11, 3.2))
     names = [TOPOLOGY_LABELS[k].split(" (")[0] for k in keys]
     colours = [TOPOLOGY_COLOURS[k] for k in keys]
-    for axis, metric, title in ((ax[0], "rps", "Throughput (req/s)"),
+    rps = "peak_rps" if all("peak_rps" in results[k] for k in keys) else "rps"
+    for axis, metric, title in ((ax[0], rps, "Throughput, all users on (req/s)"),
                                 (ax[1], "p95_ms", "p95 latency (ms)")):
         values = [results[k][metric] for k in keys]
         bars = axis.bar(names, values, color=colours)

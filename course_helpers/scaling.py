@@ -1,5 +1,8 @@
 """Lesson 02: scale up or out? Deploy single-large and many-small, load them, break them.
 
+The load round steps the users up in four equal steps (so latency can be read against
+users); the fault round holds all users and kills one replica a third of the way in.
+
 ``showdown`` runs the whole experiment and returns the numbers ``mlops-course demo`` writes
 to ``results.json``; the pieces (``load_round``, ``fault_round``) serve the notebook.
 """
@@ -86,6 +89,16 @@ def fault_round(backend, dep: Deployment, *, users: int, duration_s: int, kill_a
                        kill_at_s=round(killed_at - start, 2), load=load)
 
 
+def peak_rps(load: LoadResult) -> float:
+    """Median successful requests/s during the last step (all users on): the capacity."""
+    tl = load.timeline()
+    if tl.empty:
+        return 0.0
+    top = tl[tl["users"] == tl["users"].max()]
+    top = top.iloc[1:-1] if len(top) > 3 else top  # drop partial first and last seconds
+    return float(top["ok"].median())
+
+
 def showdown(profile: str | None = None, backend: str = "auto", model_kind: str = "forest",
              progress: bool = True, log=print) -> dict:
     """Deploy each topology in turn, load-test it, kill a replica under load, tear it down.
@@ -100,7 +113,7 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
     cpus = max(1, min(2, int(config.cpu_limit())))
     log(f"profile {prof.name}, backend {be.name}, {cpus} CPUs; preparing the {model_kind} model")
     uri = model.prepare(model_kind, profile=prof.name)
-    fault_s = max(10, prof.duration_s)
+    fault_s = max(10, prof.duration_s // 2)
     out: dict = {"profile": prof.name, "backend": be.name, "model": model_kind, "_runs": {}}
     for topology, spec in specs(uri, cpus=cpus).items():
         key = TOPOLOGY_KEYS[topology]
@@ -108,7 +121,7 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
         dep = be.up(spec)
         try:
             load = load_round(dep, users=prof.users, duration_s=prof.duration_s,
-                              label=f"{topology}-load", progress=progress)
+                              label=f"{topology}-load", shape="step", progress=progress)
             log(f"  load: {load.rps:.0f} req/s, p95 {load.p95_ms:.0f} ms, "
                 f"{load.failures} failures")
             fault = fault_round(be, dep, users=prof.users, duration_s=fault_s,
@@ -123,6 +136,7 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
             "p50_ms": load.p50_ms, "p95_ms": load.p95_ms, "p99_ms": load.p99_ms,
             "replicas": spec.replicas, "workers_per_replica": spec.workers_per_replica,
             "cpus_total": spec.cpus_total, "generator_cpu": load.generator_cpu,
+            "peak_rps": peak_rps(load),
             "fault_injection": fault.summary(),
         }
         out["_runs"][key] = {"load": load, "fault": fault}
