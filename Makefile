@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PROFILE ?= classroom
 BACKEND ?= auto
-DEBIAN_PACKAGES := nginx redis-server debootstrap
+DEBIAN_PACKAGES := nginx redis-server debootstrap postgresql
 OFFLINE_BASE := mlops-course/base:bookworm
 # Course images build FROM this; the offline one is built from Debian packages (no registry
 # needed). With internet you may use `make demo BASE_IMAGE=python:3.11-slim`.
@@ -34,6 +34,7 @@ setup: $(VENV)/.installed
 system-deps:
 	@missing=""; for b in nginx redis-server debootstrap; do \
 	  command -v $$b >/dev/null || test -x /usr/sbin/$$b || missing="$$missing $$b"; done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
