@@ -20,7 +20,8 @@ def test_committed_notebook_has_no_outputs(path):
 
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_smoke_profile(path, workspace, record_property):
+def test_notebook_runs_in_smoke_profile(path, workspace, record_property, monkeypatch):
+    monkeypatch.setenv("MLOPS_BACKEND", "local")  # what Binder students run
     result = run_notebook(path, profile="smoke", save_to=workspace / "executed")
     record_property("seconds", result.seconds)
     record_property("peak_rss_mb", result.peak_rss_mb)
@@ -48,3 +49,20 @@ def test_harness_reports_a_failing_cell_and_leftovers(tmp_path, workspace):
     res = run_notebook(leaky, profile="smoke")
     assert not res.ok and res.left_running == ["forgotten"]
     assert "left running" in res.error
+
+
+DOCKER_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem.startswith("04_")]
+
+
+@pytest.mark.docker
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", DOCKER_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_with_the_docker_backend(path, workspace, monkeypatch):
+    from course_helpers.containers import available
+    from tests.helpers import need
+
+    need(available(), "a Docker engine")
+    monkeypatch.setenv("MLOPS_BACKEND", "docker")
+    result = run_notebook(path, profile="smoke", save_to=workspace / "executed-docker")
+    print(f"\n{path.stem} (docker): {result.seconds} s, peak {result.peak_rss_mb} MB")
+    assert result.ok, result.error
