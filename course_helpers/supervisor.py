@@ -366,6 +366,9 @@ class Supervisor:
             if self.stop(rec.name):
                 stopped.append(f"{rec.kind} {rec.name}")
         stopped += _kill_tagged(str(self.workspace))
+        from .deploy.limits import remove_empty
+
+        remove_empty()
         if containers:
             stopped += _remove_labelled_containers(str(self.workspace))
         return stopped

@@ -2,8 +2,8 @@
 
 This is what Binder students run (no Docker there), so it behaves like the Docker backend:
 nginx in front, a restart policy (a watchdog restarts a crashed replica on the same port),
-``scale`` without a restart of the load balancer. Memory limits are not enforced here (that
-needs cgroups, which Docker sets up); the spec's memory is still validated.
+``scale`` without a restart of the load balancer. Memory limits use a cgroup per replica
+where the OS allows it (root); elsewhere (Binder) they are validated but not enforced.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 
 from ..serving import serve
 from ..supervisor import Supervisor
+from . import limits
 from .base import Deployment, Replica
 from .nginx import LoadBalancer, Server, Upstream
 from .spec import DeploymentSpec
@@ -60,6 +61,7 @@ class LocalBackend:
         sup = Supervisor()
         for r in dep.replicas:
             sup.stop(r.name)
+            limits.remove(r.name)
 
     def status(self, dep: Deployment) -> list[dict]:
         import json
@@ -76,6 +78,7 @@ class LocalBackend:
                 pass
             out.append({"replica": r.name, "url": r.url, "pid": rec.pid if rec else None,
                         "alive": bool(rec and rec.is_alive()), "ready": ready, "cpus": r.cpus,
+                        "memory_limit_mb": (limits.memory_limit_of(r.name) or 0) // 2**20 or None,
                         "restarts": self.restarts.get(r.name, 0)})
         return out
 
@@ -95,6 +98,7 @@ class LocalBackend:
                 lb.update(self._upstreams(spec, keep))  # stop sending them traffic first
                 for r in drop:
                     Supervisor().stop(r.name)
+                    limits.remove(r.name)
                 current = keep
             dep.spec, dep.replicas = spec, current
         return dep
@@ -113,7 +117,8 @@ class LocalBackend:
                        port: int | None = None) -> Replica:
         name = f"{spec.name}-r{index}"
         handle = serve(spec.model_uri, name=name, port=port, workers=spec.workers_per_replica,
-                       cpus=cpus, cache=spec.cache, db=spec.db, timeout=120,
+                       cpus=cpus, memory_mb=spec.memory_mb_per_replica, cache=spec.cache,
+                       db=spec.db, timeout=120,
                        extra_env={"MLOPS_REPLICA": name})
         return Replica(name=name, url=handle.url, pid=handle.pid, cpus=cpus)
 

@@ -53,12 +53,14 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
           workers: int = 1, cache: str = "lru", cache_size: int = 10_000,
           cache_ttl_s: float = 300.0, redis_url: str | None = None, db: str | None = "default",
           max_batch: int = 256, variant: str = "default", timeout: float = 90.0,
-          cpus: list[int] | None = None, extra_env: dict[str, str] | None = None) -> ServerHandle:
+          cpus: list[int] | None = None, memory_mb: int | None = None,
+          extra_env: dict[str, str] | None = None) -> ServerHandle:
     """Start the server on 127.0.0.1 and wait until ``/ready`` answers.
 
     ``db="default"`` logs predictions to ``<workspace>/serving/<name>.db`` (SQLite);
     pass a ``postgresql://`` URL, another path, or None to turn logging off.
-    ``cpus`` pins the server to those CPU numbers (Linux ``taskset``).
+    ``cpus`` pins the server to those CPU numbers (Linux ``taskset``); ``memory_mb`` puts it
+    in a memory cgroup of that size where the OS allows (root), else it is not enforced.
     """
     from .app import Settings
 
@@ -85,6 +87,12 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
         taskset = shutil.which("taskset")
         if taskset:
             cmd = [taskset, "-c", ",".join(str(c) for c in cpus)] + cmd
+    if memory_mb:
+        from ..deploy.limits import memory_prefix
+
+        prefix = memory_prefix(name, memory_mb)
+        if prefix:
+            cmd = prefix + cmd
     rec = Supervisor(ws).start(name, cmd, port=port, url=f"http://127.0.0.1:{port}/ready",
                                timeout=timeout,
                                env=env)

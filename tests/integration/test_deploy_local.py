@@ -67,10 +67,19 @@ def test_many_small_up_scale_down(workspace, logreg_uri):
         status = backend.status(dep)
         assert [s["ready"] for s in status] == [True, True]
         assert [s["cpus"] for s in status] == [[0], [1]]
-        for s in status:  # really pinned
+        from course_helpers.deploy import limits
+
+        for s in status:  # really pinned, and (as root) really limited
             import psutil
 
             assert psutil.Process(s["pid"]).cpu_affinity() == s["cpus"]
+            if limits.supported():
+                assert s["memory_limit_mb"] == dep.spec.memory_mb_per_replica
+                procs = (limits.V1 / limits.PARENT / s["replica"] / "cgroup.procs")
+                if procs.exists():
+                    members = {int(x) for x in procs.read_text().split()}
+                    family = {s["pid"]} | {c.pid for c in psutil.Process(s["pid"]).children()}
+                    assert family <= members
         with Loop(dep.url) as loop:
             time.sleep(0.5)
             dep = backend.scale(dep, 1)
