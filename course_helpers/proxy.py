@@ -1,0 +1,204 @@
+"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI and the Locust UI.
+
+``binder/postBuild`` registers them in ``$NB_PYTHON_PREFIX/etc/jupyter/jupyter_server_config.py``::
+
+    from course_helpers.proxy import servers
+    c.ServerProxy.servers.update(servers())
+
+Then JupyterLab's launcher shows "MLflow UI" and "Locust UI"; they open at ``<server>/mlflow/``
+and ``<server>/locust/`` (on mybinder.org: ``?urlpath=mlflow/``). jupyter-server-proxy starts
+each process on its first request, on a free port bound to 127.0.0.1, and stops it with the
+notebook server. Commands and environments are callables, so ``$MLOPS_HOME`` is read when the
+UI starts, not when the image is built.
+
+The Locust UI runs ``python -m course_helpers.proxy locust PORT``, which writes request rows of
+the course dataset and execs Locust's web UI with the course locustfile (POST ``/predict``);
+type the service URL (e.g. ``http://127.0.0.1:8000``) in its Host field. A Locust that a lesson
+starts itself on port 8089 stays reachable at ``<server>/proxy/8089/``.
+
+On a laptop, the same two lines in ``~/.jupyter/jupyter_server_config.py`` give the same
+launchers (do not run binder/postBuild there: it also hides nbgrader's instructor panels).
+
+Importing this module is cheap (standard library and ``course_helpers.config`` only): the
+notebook server imports it while reading its configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .config import find_binary, workspace_dir
+
+#: Set for every process we start: nothing leaves loopback (MLflow ignores ``DO_NOT_TRACK=1``).
+TELEMETRY_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+#: ``mlflow server`` defaults to 4 workers plus a job runner (~11 processes, ~2.7 GB): over
+#: Binder's 2 GB. One worker and no job execution: 2 processes, ~560 MB.
+MLFLOW_SERVER_ENV = {**TELEMETRY_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+#: Seconds jupyter-server-proxy waits for a UI to answer; a cold MLflow start on Binder
+#: (imports plus the first SQLite migration) takes far longer than the default 5 s.
+MLFLOW_TIMEOUT_S = 120.0
+LOCUST_TIMEOUT_S = 60.0
+
+LOCUSTFILE_ENV = "MLOPS_LOCUSTFILE"
+LOCUST_HOST_ENV = "MLOPS_LOCUST_HOST"
+
+_FALLBACK_LOCUSTFILE = '''\
+"""Written by course_helpers.proxy: a minimal user for the Locust UI launcher.
+
+Type the URL of the service to test (for example http://127.0.0.1:8000) in the Host field.
+"""
+from locust import FastHttpUser, between, task
+
+
+class Visitor(FastHttpUser):
+    wait_time = between(0.1, 0.5)
+
+    @task
+    def index(self):
+        self.client.get("/")
+'''
+
+
+def mlflow_paths() -> tuple[Path, Path]:
+    """``(SQLite database, artifact directory)``: ``<workspace>/mlflow/``, as course_helpers.tracking."""
+    base = workspace_dir("mlflow")
+    artifacts = base / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    return base / "mlflow.db", artifacts
+
+
+def mlflow_backend_uri() -> str:
+    """The ``sqlite:///`` URI of the course's tracking database (absolute path)."""
+    return f"sqlite:///{mlflow_paths()[0]}"
+
+
+def mlflow_command(port: int) -> list[str]:
+    """``mlflow server`` bound to loopback on ``port``, lean enough for Binder."""
+    db, artifacts = mlflow_paths()
+    return [
+        find_binary("mlflow") or "mlflow", "server",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1",
+        # Behind the proxy the Host header is the public name: without this MLflow answers 403.
+        "--allowed-hosts", "*",
+        "--backend-store-uri", f"sqlite:///{db}",
+        # Same store as course_helpers.tracking: artifacts written straight into the workspace,
+        # so runs logged directly to the SQLite file and through this server read each other's.
+        "--default-artifact-root", str(artifacts), "--no-serve-artifacts",
+    ]
+
+
+def mlflow_environment() -> dict[str, str]:
+    return dict(MLFLOW_SERVER_ENV)
+
+
+def _fallback_locustfile() -> Path:
+    path = workspace_dir("locust") / "fallback_locustfile.py"
+    if not path.exists() or path.read_text() != _FALLBACK_LOCUSTFILE:
+        path.write_text(_FALLBACK_LOCUSTFILE)
+    return path
+
+
+def locust_setup() -> tuple[Path, dict[str, str]]:
+    """The locustfile for the Locust UI launcher and the environment it needs.
+
+    ``$MLOPS_LOCUSTFILE`` wins. Else the course's ``loadtest/locustfile.py`` (POSTs dataset rows
+    to ``/predict``), with 500 rows of the course dataset written into the workspace. If the course data
+    cannot be prepared, a minimal GET-``/`` user. Runs in the launcher process, not in the
+    notebook server (it imports numpy).
+    """
+    env = os.environ.get(LOCUSTFILE_ENV)
+    if env:
+        return Path(env).expanduser().resolve(), {}
+    course = Path(__file__).resolve().parent / "loadtest" / "locustfile.py"
+    if course.is_file():
+        try:
+            import json
+
+            from .data import request_rows
+
+            rows = workspace_dir("locust") / "rows.json"
+            rows.write_text(json.dumps(request_rows(500)))
+            return course, {"MLOPS_LOAD_ROWS": str(rows), "LOCUST_SKIP_MONKEY_PATCH_CHECK": "1"}
+        except Exception as exc:  # noqa: BLE001 - the UI should still open
+            print(f"course locustfile unavailable ({exc!r}); using a minimal one", file=sys.stderr)
+    return _fallback_locustfile(), {}
+
+
+def locust_argv(port: int | str, locustfile: Path) -> list[str]:
+    """Locust's web UI on loopback ``port``; the target host is typed in the UI unless preset."""
+    cmd = [
+        find_binary("locust") or "locust", "-f", str(locustfile),
+        "--web-host", "127.0.0.1", "--web-port", str(port),
+    ]
+    host = os.environ.get(LOCUST_HOST_ENV)
+    if host:
+        cmd += ["--host", host]
+    return cmd
+
+
+def locust_command(port: int) -> list[str]:
+    """What jupyter-server-proxy runs: this module, which prepares the locustfile, then execs Locust."""
+    return [sys.executable, "-m", "course_helpers.proxy", "locust", str(port)]
+
+
+def locust_environment() -> dict[str, str]:
+    return dict(TELEMETRY_ENV)
+
+
+def _launcher(title: str) -> dict:
+    return {"enabled": True, "title": title, "category": "MLOps course"}
+
+
+def setup_mlflow() -> dict:
+    """The ``mlflow`` proxy entry (also usable as a ``jupyter_serverproxy_servers`` entry point)."""
+    return {
+        "command": mlflow_command,
+        "environment": mlflow_environment,
+        "timeout": MLFLOW_TIMEOUT_S,
+        "absolute_url": False,
+        "new_browser_tab": True,
+        "launcher_entry": _launcher("MLflow UI"),
+    }
+
+
+def setup_locust() -> dict:
+    """The ``locust`` proxy entry (also usable as a ``jupyter_serverproxy_servers`` entry point)."""
+    return {
+        "command": locust_command,
+        "environment": locust_environment,
+        "timeout": LOCUST_TIMEOUT_S,
+        "absolute_url": False,
+        "new_browser_tab": True,
+        "launcher_entry": _launcher("Locust UI"),
+    }
+
+
+def servers() -> dict[str, dict]:
+    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ...}``."""
+    return {"mlflow": setup_mlflow(), "locust": setup_locust()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m course_helpers.proxy locust PORT``: the Locust UI launcher's process."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "locust":
+        print("usage: python -m course_helpers.proxy locust PORT", file=sys.stderr)
+        return 2
+    locustfile, extra = locust_setup()
+    cmd = locust_argv(args[1], locustfile)
+    os.environ.update({**TELEMETRY_ENV, **extra})
+    os.execvp(cmd[0], cmd)
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
