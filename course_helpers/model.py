@@ -104,6 +104,9 @@ def register(model, X_example, name: str = MODEL_NAME, alias: str | None = "cham
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(tracking_uri())
+    if mlflow.get_experiment_by_name(name) is None:  # artifacts in the workspace, not ./mlruns
+        location = config.workspace_dir("mlflow", "artifacts", name).as_uri()
+        mlflow.create_experiment(name, artifact_location=location)
     mlflow.set_experiment(name)
     example = X_example.head(2)
     with mlflow.start_run(), contextlib.redirect_stderr(io.StringIO()):  # "Successfully registered"
