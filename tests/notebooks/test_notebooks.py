@@ -22,7 +22,10 @@ def test_committed_notebook_has_no_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_smoke_profile(path, workspace, record_property, monkeypatch):
     monkeypatch.setenv("MLOPS_BACKEND", "local")  # what Binder students run
+    before = {p for p in path.parent.rglob("*")}
     result = run_notebook(path, profile="smoke", save_to=workspace / "executed")
+    written = {p for p in path.parent.rglob("*")} - before
+    assert not written, f"{path.name} wrote into the repository: {sorted(written)[:5]}"
     record_property("seconds", result.seconds)
     record_property("peak_rss_mb", result.peak_rss_mb)
     print(f"\n{path.stem}: {result.seconds} s, peak {result.peak_rss_mb} MB (kernel tree)")
