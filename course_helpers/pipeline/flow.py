@@ -1,0 +1,355 @@
+"""The training pipeline as a Prefect flow: the steps of :mod:`.steps`, orchestrated.
+
+What Prefect adds to the plain functions:
+
+* **retries**: ``ingest`` is retried (twice, no delay) when the source fails transiently;
+  ``flaky=N`` simulates a source that fails its first N attempts. Validation is never
+  retried: bad data stays bad.
+* **caching**: ``ingest``, ``validate``, ``split`` and ``train`` are cached on the content of
+  their inputs, their own source and the source of :mod:`.steps` (like Prefect's
+  ``INPUTS + TASK_SOURCE``, see :func:`content_key` for why not ``INPUTS`` itself): a rerun on
+  the same batch and config shows ``Cached`` and costs almost nothing; changing the data, the
+  config or the code misses the cache.
+* **a record**: every flow and task run, its state, retries and duration, in the API server
+  (:mod:`.orchestrator`), queryable with :func:`task_states`.
+
+Registration is idempotent: a model is identified by (data fingerprint, config, code); a rerun
+finds its version in the registry instead of registering a duplicate.
+
+Importing this module imports Prefect (about 2 s); ``course_helpers.pipeline`` does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from . import orchestrator
+
+for _key, _value in orchestrator.client_env().items():
+    os.environ.setdefault(_key, _value)
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy  # noqa: E402
+from prefect.runtime import task_run as _task_run  # noqa: E402
+
+from .. import config as course_config  # noqa: E402
+from .. import tracking  # noqa: E402
+from ..errors import CourseError  # noqa: E402
+from ..model import MODEL_NAME  # noqa: E402
+from . import steps  # noqa: E402
+
+EXPERIMENT = "training-pipeline"
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the steps' source: part of every cache key and of a model's identity."""
+    return hashlib.sha256(Path(steps.__file__).read_bytes()).hexdigest()[:12]
+
+
+def content_key(value: Any) -> str:
+    """A stable hash of a task input: DataFrames and arrays by their content.
+
+    Prefect's ``INPUTS`` policy hashes a pickle of each input. Two equal DataFrames do not
+    always pickle to equal bytes (a frame fresh from ``train_test_split`` and the same frame
+    read back from the cache differ in internal layout), so the first rerun would miss the
+    cache. Hashing the values themselves does not have that problem.
+    """
+    import numpy as np
+    import pandas as pd
+
+    h = hashlib.sha256()
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        names = list(value.columns) if isinstance(value, pd.DataFrame) else [value.name]
+        dtypes = list(value.dtypes) if isinstance(value, pd.DataFrame) else [value.dtype]
+        h.update(repr((type(value).__name__, names, [str(t) for t in dtypes])).encode())
+        h.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        h.update(repr((value.dtype.str, value.shape)).encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, dict):
+        for k in sorted(value, key=str):
+            h.update(f"{k}=".encode() + content_key(value[k]).encode())
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            h.update(content_key(item).encode())
+    else:
+        h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+def _inputs_key(ctx, parameters: dict[str, Any]) -> str:
+    return content_key({k: v for k, v in parameters.items() if k != "flaky"})
+
+
+#: the cache key: the inputs' content, the task's own source and the steps' source.
+CONTENT = CacheKeyFnPolicy(cache_key_fn=_inputs_key)
+CODE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, params: code_version())
+CACHED = CONTENT + TASK_SOURCE + CODE
+
+
+# -- tasks -------------------------------------------------------------------------------
+@task(name="ingest", retries=2, retry_delay_seconds=0, cache_policy=CACHED,
+      persist_result=True)
+def ingest(n_rows: int, seed: int, corrupt: str | None, path: str | None,
+           source_key: str | None, flaky: int = 0):
+    """Read (or generate) one batch. ``flaky``: fail the first N attempts, like a shaky source."""
+    attempt = _task_run.run_count
+    if attempt <= flaky:
+        raise ConnectionError(f"data source did not answer (simulated, attempt {attempt})")
+    return steps.ingest(n_rows=n_rows, seed=seed, corrupt=corrupt, path=path)
+
+
+@task(name="validate", cache_policy=CACHED, persist_result=True)
+def validate(df):
+    return steps.validate(df)
+
+
+@task(name="split", cache_policy=CACHED, persist_result=True)
+def split(df, test_size: float, seed: int):
+    return steps.split(df, test_size=test_size, seed=seed)
+
+
+@task(name="train", cache_policy=CACHED, persist_result=True)
+def train(X_train, y_train, cfg: dict):
+    return steps.train(X_train, y_train, steps.TrainConfig.from_dict(cfg))
+
+
+@task(name="evaluate")
+def evaluate(model, X_test, y_test) -> dict:
+    return steps.evaluate(model, X_test, y_test)
+
+
+@task(name="score-champion")
+def score_champion(model_name: str, X_test, y_test, uri: str) -> dict | None:
+    """The current champion, re-scored on the candidate's test rows (a fair comparison)."""
+    version = tracking.resolve(model_name, tracking.CHAMPION, uri)
+    if version is None:
+        return None
+    import mlflow.sklearn
+
+    with tracking.using(uri):
+        champion = mlflow.sklearn.load_model(f"models:/{model_name}/{version}")
+    return {"version": version, "metrics": steps.evaluate(champion, X_test, y_test)}
+
+
+@task(name="gate")
+def gate(candidate: dict, champion: dict | None, min_auc: float, min_delta: float):
+    return steps.gate(candidate, champion["metrics"] if champion else None, min_auc, min_delta)
+
+
+@task(name="register")
+def register(model, batch_df, X_example, *, key: str, model_name: str, experiment: str,
+             uri: str, params: dict, metrics: dict, champion: dict | None,
+             decision: steps.GateDecision, tags: dict) -> dict:
+    """Log the run and register the model (once per identity key); move the aliases."""
+    c = tracking.client(uri)
+    existing = [mv for mv in _versions(c, model_name) if (mv.tags or {}).get("pipeline.key") == key]
+    reused = bool(existing)
+    if reused:
+        version = str(existing[0].version)
+        run_id = existing[0].run_id
+    else:
+        logged = tracking.log_run(
+            experiment, params=params,
+            metrics={**metrics, **({"champion_auc": champion["metrics"]["auc"]} if champion else {})},
+            tags={**tags, "gate": "promote" if decision.promote else "keep champion",
+                  "gate.reasons": " | ".join(decision.reasons)},
+            model=model, X_example=X_example, dataset=batch_df, register_as=model_name,
+            run_name=f"{params.get('preset', 'custom')}-{tags['data.fingerprint'][:6]}", uri=uri)
+        version, run_id = str(logged.version), logged.run_id
+        for k in ("pipeline.key", "data.fingerprint", "config.key", "code.version"):
+            c.set_model_version_tag(model_name, version, k, tags[k] if k != "pipeline.key" else key)
+    current = tracking.resolve(model_name, tracking.CHAMPION, uri)
+    if decision.promote and current != version:
+        tracking.promote(model_name, version, tracking.CHAMPION,
+                         reason=f"gate: {decision.reasons[-1]}", uri=uri)
+        alias = tracking.CHAMPION
+    elif current == version:
+        alias = tracking.CHAMPION
+    else:
+        c.set_registered_model_alias(model_name, tracking.CHALLENGER, version)
+        alias = tracking.CHALLENGER
+    return {"version": version, "run_id": run_id, "alias": alias, "reused": reused}
+
+
+def _versions(c, name: str) -> list:
+    try:
+        return list(c.search_model_versions(f"name='{name}'"))
+    except Exception:  # the model does not exist yet
+        return []
+
+
+# -- the flow ----------------------------------------------------------------------------
+@flow(name="training-pipeline", validate_parameters=False)
+def training_pipeline(batch: dict, train_config: dict, model_name: str = MODEL_NAME,
+                      experiment: str = EXPERIMENT, tracking_uri: str | None = None,
+                      min_auc: float = 0.70, min_delta: float = 0.001, flaky: int = 0,
+                      refresh_cache: bool = False) -> dict:
+    """ingest -> validate -> split -> train -> evaluate (+ champion) -> gate -> register.
+
+    ``refresh_cache``: recompute the cached steps (and overwrite their cache entries).
+    """
+    uri = tracking_uri or tracking.current_uri()
+    cfg = steps.TrainConfig.from_dict(train_config)
+    path = batch.get("path")
+    source_key = _file_digest(path) if path else None
+    fresh = {"refresh_cache": True} if refresh_cache else {}
+    raw = ingest.with_options(**fresh)(batch.get("n_rows", 2_000), batch.get("seed", 0),
+                                       batch.get("corrupt"), path, source_key, flaky=flaky)
+    df = validate.with_options(**fresh)(raw)
+    X_train, X_test, y_train, y_test = split.with_options(**fresh)(df, cfg.test_size, cfg.seed)
+    model = train.with_options(**fresh)(X_train, y_train, cfg.to_dict())
+    metrics = evaluate(model, X_test, y_test)
+    champion = score_champion(model_name, X_test, y_test, uri)
+    decision = gate(metrics, champion, min_auc, min_delta)
+    fp = steps.fingerprint(df)
+    key = hashlib.sha256(f"{fp}|{cfg.key()}|{code_version()}".encode()).hexdigest()[:16]
+    params = {**cfg.to_dict(), "preset": batch.get("preset", "custom"), "rows": len(df)}
+    from prefect.runtime import flow_run
+
+    tags = {"data.fingerprint": fp, "config.key": cfg.key(), "code.version": code_version(),
+            "pipeline.flow_run_id": str(flow_run.id), "pipeline.key": key,
+            "data.source": path or f"seed={batch.get('seed', 0)},rows={batch.get('n_rows')}"}
+    reg = register(model, df, X_train, key=key, model_name=model_name, experiment=experiment,
+                   uri=uri, params=params, metrics=metrics, champion=champion,
+                   decision=decision, tags=tags)
+    return {"fingerprint": fp, "metrics": metrics, "champion": champion,
+            "promote": decision.promote, "reasons": decision.reasons, **reg}
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+# -- running it --------------------------------------------------------------------------
+@dataclasses.dataclass
+class PipelineResult:
+    """One pipeline run: its state, what it measured and decided, and each task's state."""
+
+    ok: bool
+    state: str
+    flow_run_id: str
+    seconds: float
+    preset: str
+    config: dict
+    error: str = ""
+    fingerprint: str | None = None
+    metrics: dict | None = None
+    champion: dict | None = None
+    promote: bool = False
+    reasons: list[str] = dataclasses.field(default_factory=list)
+    version: str | None = None
+    alias: str | None = None
+    reused: bool = False
+    model_name: str = MODEL_NAME
+    tasks: list[dict] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"pipeline {self.state.lower()} after {self.seconds:.1f} s: {self.error}"
+        auc = self.metrics["auc"] if self.metrics else float("nan")
+        champ = (f"champion v{self.champion['version']} auc {self.champion['metrics']['auc']:.4f}"
+                 if self.champion else "no champion yet")
+        what = "reused" if self.reused else "registered"
+        verdict = ("PROMOTED" if self.promote else "already the champion"
+                   if self.alias == "champion" else "not promoted")
+        return (f"{self.preset}: auc {auc:.4f} vs {champ} -> {verdict}; {what} "
+                f"{self.model_name} v{self.version} as @{self.alias} ({self.seconds:.1f} s)")
+
+    def task_table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.tasks)
+
+
+def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | None = None,
+        seed: int = 1, corrupt: str | None = None, path: str | Path | None = None,
+        profile: str | None = None, model_name: str = MODEL_NAME, experiment: str = EXPERIMENT,
+        tracking_uri: str | None = None, min_auc: float = 0.70, min_delta: float = 0.001,
+        flaky: int = 0, refresh_cache: bool = False, raise_on_failure: bool = False,
+        **overrides: Any) -> PipelineResult:
+    """Run the pipeline once on one batch and return what happened (never raises for a failed run
+    unless ``raise_on_failure``).
+
+    The batch is ``path`` (CSV/Parquet) or ``n_rows`` (default: the profile's) seeded rows;
+    ``preset`` names a config (:data:`steps.PRESETS`), ``overrides`` change its fields;
+    ``refresh_cache`` recomputes the cached steps.
+    """
+    cfg = steps.config(preset, **overrides)
+    prof = course_config.get_profile(profile)
+    if cfg.kind == "forest" and "n_estimators" not in overrides:
+        cfg = dataclasses.replace(cfg, n_estimators=prof.n_estimators)
+    name = preset if isinstance(preset, str) else "custom"
+    batch = {"n_rows": n_rows or prof.n_rows, "seed": seed, "corrupt": corrupt,
+             "path": str(Path(path).resolve()) if path else None, "preset": name}
+    uri = tracking.check(tracking_uri or tracking.current_uri())
+    tracking.quiet()
+    t0 = time.perf_counter()
+    with orchestrator.session(), _quiet_failures():
+        state = training_pipeline(batch, cfg.to_dict(), model_name, experiment, uri, min_auc,
+                                  min_delta, flaky, refresh_cache, return_state=True)
+        seconds = round(time.perf_counter() - t0, 2)
+        flow_run_id = str(state.state_details.flow_run_id)
+        tasks = task_states(flow_run_id)
+    res = PipelineResult(ok=state.is_completed(), state=state.name, flow_run_id=flow_run_id,
+                         seconds=seconds, preset=name, config=cfg.to_dict(),
+                         model_name=model_name, tasks=tasks)
+    if res.ok:
+        out = state.result(_sync=True)  # _sync: also inside Jupyter's event loop
+        for key in ("fingerprint", "metrics", "champion", "promote", "reasons", "version",
+                    "alias", "reused"):
+            setattr(res, key, out[key])
+    else:
+        err = state.result(raise_on_failure=False, _sync=True)
+        res.error = str(err) if isinstance(err, BaseException) else str(state.message)
+        if raise_on_failure:
+            if isinstance(err, CourseError):
+                raise err
+            raise CourseError(f"the pipeline failed: {res.error}")
+    return res
+
+
+@contextlib.contextmanager
+def _quiet_failures():
+    """Prefect logs every failed task with a full traceback; the result says it in one line."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    old = [lg.level for lg in loggers]
+    if logging.getLogger("prefect").getEffectiveLevel() >= logging.WARNING:
+        for lg in loggers:
+            lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, old):
+            lg.setLevel(level)
+
+
+def task_states(flow_run_id: str) -> list[dict]:
+    """Each task run of a flow run, in order: task, state, attempts, seconds."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    rows = []
+    for tr in sorted(runs, key=lambda r: (r.expected_start_time or r.created)):
+        rows.append({"task": tr.task_key.split("-")[0] if not tr.name else tr.name.rsplit("-", 1)[0],
+                     "state": tr.state.name if tr.state else "?",
+                     "attempts": tr.run_count,
+                     "seconds": round(tr.total_run_time.total_seconds(), 3)})
+    return rows

@@ -1,0 +1,156 @@
+"""Prefect's API server for this workspace, started and stopped through the course's supervisor.
+
+Left alone, Prefect 3 starts an "ephemeral" API server as a subprocess of whatever process
+runs the first flow, on a random port, and that server outlives a SIGKILLed kernel. We start
+the very same server app ourselves instead (``uvicorn prefect.server.api.server:create_app``
+with Prefect's ephemeral settings: no UI, no background services), through the supervisor:
+
+* its pid is recorded under ``<workspace>/run/prefect.json`` and its environment carries the
+  supervisor's tag, so ``mlops-course cleanup`` stops it even after its owner was killed;
+* its state (SQLite) lives in ``<workspace>/prefect`` (``PREFECT_HOME``), its log in
+  ``<workspace>/logs/prefect.log``;
+* every flow of this process, ours or a student's ``@flow``, talks to it through
+  ``PREFECT_API_URL``, so Prefect never starts a second, unsupervised one.
+
+Importing this module does not import Prefect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+from .. import config
+
+SERVER_NAME = "prefect"
+TELEMETRY_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
+                 "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def prefect_home():
+    return config.workspace_dir("prefect")
+
+
+def client_env(api_url: str | None = None) -> dict[str, str]:
+    """What a process that runs flows needs in its environment (set before importing Prefect)."""
+    home = prefect_home()
+    env = {**TELEMETRY_ENV, "PREFECT_HOME": str(home),
+           "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+           # a flow's own prints and task logs stay out of notebooks unless asked for
+           "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+           "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+           "PREFECT_CLIENT_ENABLE_METRICS": "false"}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def server_env() -> dict[str, str]:
+    """Prefect's own ephemeral-server settings: no UI, no scheduler or other services."""
+    env = client_env()
+    env.pop("PREFECT_API_URL", None)
+    env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                "PREFECT__SERVER_FINAL": "1", "PREFECT_LOGGING_LEVEL": "WARNING"})
+    return env
+
+
+def server_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+            "--lifespan", "on"]
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(api_url + "/health", timeout=3) as resp:
+            return resp.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def server_url() -> str | None:
+    """The API URL of this workspace's running Prefect server, if any."""
+    from ..supervisor import Supervisor
+
+    rec = Supervisor().get(SERVER_NAME)
+    if rec is None or not rec.port or not rec.is_alive():
+        return None
+    url = f"http://127.0.0.1:{rec.port}/api"
+    return url if _healthy(url) else None
+
+
+def start_server(timeout: float = 120.0) -> str:
+    """Start this workspace's Prefect API server (or find the running one); returns its API URL.
+
+    A first start creates its SQLite database: 5-15 s on a busy 2-core machine; later starts
+    take a few seconds. It stops with its owner's interpreter, or with ``mlops-course cleanup``.
+    """
+    from ..supervisor import Supervisor, free_port
+
+    url = server_url()
+    if url:
+        return url
+    sup = Supervisor()
+    if sup.get(SERVER_NAME) is not None:
+        sup.stop(SERVER_NAME)  # recorded but dead or wedged
+    port = free_port()
+    sup.start(SERVER_NAME, server_command(port), port=port,
+              url=f"http://127.0.0.1:{port}/api/health", timeout=timeout, env=server_env())
+    return f"http://127.0.0.1:{port}/api"
+
+
+def stop_server() -> bool:
+    """Stop the server (flows of this process then need :func:`connect` again)."""
+    from ..supervisor import Supervisor
+
+    _drain()
+    return Supervisor().stop(SERVER_NAME)
+
+
+def connect(timeout: float = 120.0) -> str:
+    """Start (or find) the server and point this process's Prefect at it; returns the API URL.
+
+    Safe to call again, also after switching workspaces: Prefect re-reads its settings.
+    """
+    url = start_server(timeout)
+    os.environ.update(client_env(url))
+    if "prefect" in sys.modules:  # settings were read at import: read them again
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+    return url
+
+
+def _drain() -> None:
+    """Flush Prefect's background log and event senders (before their server goes away)."""
+    if "prefect" not in sys.modules:
+        return
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        for worker in (APILogWorker, EventsWorker):
+            with contextlib.suppress(Exception):
+                result = worker.drain_all(timeout=5, at_exit=False)
+                if inspect.isawaitable(result):
+                    await result
+
+    with contextlib.suppress(Exception):
+        run_coro_as_sync(drain())
+
+
+@contextlib.contextmanager
+def session(timeout: float = 120.0) -> Iterator[str]:
+    """``with session() as api_url:`` run flows against this workspace's server, then flush."""
+    url = connect(timeout)
+    try:
+        yield url
+    finally:
+        _drain()

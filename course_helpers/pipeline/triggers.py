@@ -1,0 +1,121 @@
+"""Event triggers: run the pipeline when a new batch file lands in an inbox directory.
+
+A scheduler says *when* (every night); a trigger says *on what* (new data, a drift alarm).
+Here the event is a file arriving: ``watch`` polls the inbox, runs the pipeline once per new
+batch, and moves each file to ``processed/`` or ``rejected/``. A ledger (``ledger.json``)
+keyed by the file's content hash makes it idempotent: a batch delivered twice is trained on
+once. Writers must drop files atomically (write a hidden temporary name, then rename), as
+:func:`drop_batch` does, or the watcher could read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SUFFIXES = (".parquet", ".csv")
+
+
+def drop_batch(inbox: str | Path, n_rows: int = 2_000, seed: int = 2,
+               corrupt: str | None = None) -> Path:
+    """Write a seeded batch into ``inbox`` atomically; returns the file's path."""
+    from .steps import ingest
+
+    inbox = Path(inbox)
+    inbox.mkdir(parents=True, exist_ok=True)
+    df = ingest(n_rows=n_rows, seed=seed, corrupt=corrupt)
+    name = f"batch-s{seed}-{n_rows}{'-' + corrupt if corrupt else ''}.parquet"
+    tmp = inbox / f".{name}.tmp"
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, inbox / name)
+    return inbox / name
+
+
+def digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _ledger_path(inbox: Path) -> Path:
+    return inbox / "ledger.json"
+
+
+def ledger(inbox: str | Path) -> dict[str, dict]:
+    """content hash -> what happened to that batch."""
+    path = _ledger_path(Path(inbox))
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_ledger(inbox: Path, data: dict) -> None:
+    tmp = inbox / ".ledger.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, _ledger_path(inbox))
+
+
+def pending(inbox: str | Path) -> list[Path]:
+    """Batch files waiting in the inbox, oldest first (hidden temporary files are ignored)."""
+    inbox = Path(inbox)
+    if not inbox.is_dir():
+        return []
+    files = [p for p in inbox.iterdir()
+             if p.is_file() and p.suffix in SUFFIXES and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def process_pending(inbox: str | Path, echo: Callable[[str], Any] | None = None,
+                    **run_kwargs: Any) -> list:
+    """Run the pipeline once for every pending batch; returns the PipelineResults."""
+    from .flow import run
+
+    inbox = Path(inbox)
+    book = ledger(inbox)
+    results = []
+    for path in pending(inbox):
+        key = digest(path)
+        if key in book:
+            dest = inbox / "processed" / path.name
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(path, dest)
+            if echo:
+                echo(f"{path.name}: already processed as {book[key]['file']} (skipped)")
+            continue
+        res = run(path=path, **run_kwargs)
+        results.append(res)
+        folder = "processed" if res.ok else "rejected"
+        dest = inbox / folder / path.name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.move(path, dest)
+        book[key] = {"file": path.name, "ok": res.ok, "state": res.state,
+                     "version": res.version, "alias": res.alias, "promoted": res.promote,
+                     "error": res.error, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _save_ledger(inbox, book)
+        if echo:
+            echo(f"{path.name}: {res.summary()}")
+    return results
+
+
+def watch(inbox: str | Path, poll_s: float = 1.0, timeout_s: float = 60.0,
+          max_batches: int | None = None, echo: Callable[[str], Any] | None = None,
+          **run_kwargs: Any) -> list:
+    """Poll ``inbox`` until ``timeout_s`` passes or ``max_batches`` batches were processed."""
+    Path(inbox).mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    results: list = []
+    while time.monotonic() < deadline:
+        results += process_pending(inbox, echo=echo, **run_kwargs)
+        if max_batches is not None and len(results) >= max_batches:
+            break
+        time.sleep(poll_s)
+    return results
