@@ -15,7 +15,9 @@ def make_dataset(n_rows: int, n_features: int = N_FEATURES, seed: int = 0):
     """A binary classification table: ``X`` (n_rows, n_features) float64 DataFrame, ``y`` 0/1 Series.
 
     Columns are ``f00``... Half of the features carry signal, a few interact, the rest are
-    noise; about 30% of labels are positive. Same seed, same table, on every machine.
+    noise; about 30% of labels are positive. Same seed, same table, on every machine. The
+    relationship between features and label is fixed (it does not depend on ``seed`` or
+    ``n_rows``): tables with other seeds are new samples from the same world.
     """
     import pandas as pd
 
@@ -24,7 +26,7 @@ def make_dataset(n_rows: int, n_features: int = N_FEATURES, seed: int = 0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_rows, n_features))
     k = max(2, n_features // 2)
-    weights = rng.normal(scale=1.0, size=k)
+    weights = np.random.default_rng(20261126).normal(scale=1.0, size=k)
     logit = X[:, :k] @ weights / np.sqrt(k) * 2.0 + 0.8 * X[:, 0] * X[:, 1] - 1.0
     y = (rng.random(n_rows) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
     names = feature_names(n_features)
