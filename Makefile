@@ -44,6 +44,7 @@ system-deps:
 base-image: setup system-deps
 	@if $(BIN)/python -c "from course_helpers.containers import available; raise SystemExit(not available())"; then \
 	  if [ "$(BASE_IMAGE)" = "$(OFFLINE_BASE)" ]; then bash scripts/build-base-image.sh $(OFFLINE_BASE); fi; \
+	  $(BIN)/mlops-course image serving; \
 	else echo "no Docker engine: skipping the base image (the local backend needs none)"; fi
 
 demo: setup system-deps base-image

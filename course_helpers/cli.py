@@ -68,6 +68,10 @@ def _image(args: argparse.Namespace) -> int:
 
     if args.image_cmd == "base":
         print(images.build_base_image(args.name, force=args.force))
+    elif args.image_cmd == "serving":
+        from .deploy.docker import serving_image
+
+        print(serving_image(verbose=True))
     return 0
 
 
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = isub.add_parser("base", help="build the offline base image from Debian packages")
     g.add_argument("--name", help="image name (default: $BASE_IMAGE or the offline default)")
     g.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    isub.add_parser("serving", help="build the model-server image (offline, on $BASE_IMAGE)")
     p.set_defaults(func=_image)
 
     p = sub.add_parser("serve", help="start the lesson-01 model server (gunicorn + FastAPI)")

@@ -76,13 +76,7 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
                                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
                                "MLFLOW_TRACKING_URI": _tracking_uri()}
     env |= extra_env or {}
-    cmd = ["gunicorn", "course_helpers.serving.app:create_app_from_env()",
-           "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", str(workers),
-           "--bind", f"127.0.0.1:{port}", "--config",
-           f"python:course_helpers.serving.gunicorn_conf",
-           "--preload",  # load the model once, before forking: workers start in milliseconds
-           "--graceful-timeout", "20", "--timeout", "120", "--keep-alive", "5",
-           "--log-level", "warning"]
+    cmd = gunicorn_command(workers, f"127.0.0.1:{port}")
     if cpus:
         taskset = shutil.which("taskset")
         if taskset:
@@ -97,6 +91,17 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
                                timeout=timeout,
                                env=env)
     return ServerHandle(name, f"http://127.0.0.1:{port}", port, rec.pid, workers, db, ws)
+
+
+def gunicorn_command(workers: int, bind: str) -> list[str]:
+    """gunicorn with uvicorn workers for the app; shared by local replicas and containers."""
+    return ["gunicorn", "course_helpers.serving.app:create_app_from_env()",
+            "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", str(workers),
+            "--bind", bind, "--config", "python:course_helpers.serving.gunicorn_conf",
+            "--preload",  # load the model once, before forking: workers start in milliseconds
+            # no --pid file: after a crash it survives, and a restarted gunicorn refuses to start
+            "--graceful-timeout", "20", "--timeout", "120", "--keep-alive", "5",
+            "--log-level", "warning"]
 
 
 def _tracking_uri() -> str:
