@@ -34,11 +34,14 @@ from course_helpers.supervisor import Supervisor, free_port  # noqa: E402
 
 def in_process_rate(uri: str, seconds: float = 2.0) -> float:
     """Single-row predictions per second without HTTP: the ceiling for one core."""
+    import warnings
+
     import sklearn
 
     from course_helpers.serving.app import load_model
 
-    sklearn.set_config(assume_finite=True)
+    sklearn.set_config(assume_finite=True)  # as the server does
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
     m = load_model(uri)
     rows = request_rows(500)
     n, start = 0, time.perf_counter()

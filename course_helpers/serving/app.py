@@ -36,6 +36,10 @@ class Settings:
     max_batch: int = 256
     max_body_bytes: int = 1_000_000
     variant: str = "default"
+    # Close a keep-alive connection after this many requests (0: never). With several
+    # workers, a burst of new connections all lands on one worker and keep-alive pins them
+    # there; reconnecting now and then lets the idle workers pick connections up.
+    max_requests_per_connection: int = 0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -53,13 +57,15 @@ class Settings:
             max_batch=int(env.get("MLOPS_MAX_BATCH", 256)),
             max_body_bytes=int(env.get("MLOPS_MAX_BODY_BYTES", 1_000_000)),
             variant=env.get("MLOPS_VARIANT", "default"),
+            max_requests_per_connection=int(env.get("MLOPS_MAX_REQUESTS_PER_CONNECTION", 0)),
         )
 
     def to_env(self) -> dict[str, str]:
         out = {"MLOPS_MODEL_URI": self.model_uri, "MLOPS_CACHE": self.cache,
                "MLOPS_CACHE_SIZE": str(self.cache_size), "MLOPS_CACHE_TTL_S": str(self.cache_ttl_s),
                "MLOPS_MAX_BATCH": str(self.max_batch), "MLOPS_MAX_BODY_BYTES": str(self.max_body_bytes),
-               "MLOPS_VARIANT": self.variant, "MLOPS_DB": self.db or "none"}
+               "MLOPS_VARIANT": self.variant, "MLOPS_DB": self.db or "none",
+               "MLOPS_MAX_REQUESTS_PER_CONNECTION": str(self.max_requests_per_connection)}
         if self.redis_url:
             out["MLOPS_REDIS_URL"] = self.redis_url
         return out
@@ -212,6 +218,23 @@ class _Guard:
 
     def __init__(self, app, state) -> None:
         self.app, self.state = app, state
+        self.per_connection: dict[tuple, int] = {}
+
+    def _should_close(self, scope) -> bool:
+        """Count requests on this connection; True on the last one allowed."""
+        cap = self.state.settings.max_requests_per_connection
+        client = scope.get("client")
+        if cap <= 0 or not client:
+            return False
+        key = tuple(client)
+        n = self.per_connection.get(key, 0) + 1
+        if n >= cap:
+            self.per_connection.pop(key, None)
+            return True
+        if len(self.per_connection) > 10_000:  # forget connections that went away
+            self.per_connection.clear()
+        self.per_connection[key] = n
+        return False
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/predict":
@@ -220,9 +243,13 @@ class _Guard:
         version = self.state.model.version if self.state.model else "none"
         t0 = time.perf_counter()
         recorded = False
+        close = self._should_close(scope)
 
         async def capture(message):
             nonlocal recorded
+            if message["type"] == "http.response.start" and close:
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"connection", b"close")]}
             if message["type"] == "http.response.start" and not recorded:
                 recorded = True
                 metrics.REQUESTS.labels(str(message["status"]), version).inc()

@@ -70,13 +70,22 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
         db = str(config.workspace_dir("serving") / f"{name}.db")
     settings = Settings(model_uri=model_uri, cache=cache, cache_size=cache_size,
                         cache_ttl_s=cache_ttl_s, redis_url=redis_url, db=db,
-                        max_batch=max_batch, variant=variant)
+                        max_batch=max_batch, variant=variant,
+                        # several workers share one socket: rebalance keep-alive connections
+                        max_requests_per_connection=100 if workers > 1 else 0)
     prom_dir = config.workspace_dir("serving", f"{name}.prom")
     env = settings.to_env() | {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
                                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
                                "MLFLOW_TRACKING_URI": _tracking_uri()}
     env |= extra_env or {}
-    cmd = gunicorn_command(workers, f"127.0.0.1:{port}")
+    if workers > 1:
+        # each worker listens on its own SO_REUSEPORT socket (see serving/worker.py); the
+        # master's own socket is a unix socket nobody calls
+        env["MLOPS_REUSEPORT_BIND"] = f"127.0.0.1:{port}"
+        master = f"unix:{config.workspace_dir('serving') / f'{name}.sock'}"
+        cmd = gunicorn_command(workers, master, "course_helpers.serving.worker.ReusePortWorker")
+    else:
+        cmd = gunicorn_command(workers, f"127.0.0.1:{port}")
     if cpus:
         taskset = shutil.which("taskset")
         if taskset:
@@ -93,10 +102,11 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
     return ServerHandle(name, f"http://127.0.0.1:{port}", port, rec.pid, workers, db, ws)
 
 
-def gunicorn_command(workers: int, bind: str) -> list[str]:
+def gunicorn_command(workers: int, bind: str,
+                     worker_class: str = "uvicorn_worker.UvicornWorker") -> list[str]:
     """gunicorn with uvicorn workers for the app; shared by local replicas and containers."""
     return ["gunicorn", "course_helpers.serving.app:create_app_from_env()",
-            "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", str(workers),
+            "--worker-class", worker_class, "--workers", str(workers),
             "--bind", bind, "--config", "python:course_helpers.serving.gunicorn_conf",
             "--preload",  # load the model once, before forking: workers start in milliseconds
             # no --pid file: after a crash it survives, and a restarted gunicorn refuses to start

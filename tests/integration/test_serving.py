@@ -154,3 +154,21 @@ def test_schemathesis_finds_no_server_error(workspace, logreg_uri):
     print(out.stdout[-3000:])
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "No issues found" in out.stdout and "passed" in out.stdout
+
+
+def test_two_workers_share_the_work(workspace, tmp_path):
+    """Keep-alive connections from one burst must not all land on one worker."""
+    import psutil
+
+    from course_helpers import model
+    from course_helpers.loadtest import run_locust
+
+    clf, X, _ = model.train("forest", n_rows=1000, n_estimators=60)
+    uri = str(model.save(clf, tmp_path / "forest", X))
+    server = serve(uri, workers=2, cache="none", db=None)
+    workers = psutil.Process(server.pid).children()
+    before = {w.pid: sum(w.cpu_times()[:2]) for w in workers}
+    run_locust(server.url, users=8, spawn_rate=8, duration_s=5, progress=False)
+    used = sorted(sum(w.cpu_times()[:2]) - before[w.pid] for w in workers)
+    print(f"\nCPU seconds per worker: {used}")
+    assert len(used) == 2 and used[0] > 0.25 * used[1], f"one worker did the work: {used}"
