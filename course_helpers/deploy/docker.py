@@ -84,7 +84,11 @@ def gunicorn_command(workers: int, port: int = CONTAINER_PORT) -> list[str]:
     to all the container's interfaces, heartbeats in memory rather than on the overlay disk."""
     from ..serving.server import gunicorn_command as base
 
-    return base(workers, f"0.0.0.0:{port}") + ["--worker-tmp-dir", "/dev/shm"]
+    if workers > 1:  # per-worker SO_REUSEPORT sockets, see serving/worker.py
+        cmd = base(workers, "unix:/tmp/gunicorn.sock", "course_helpers.serving.worker.ReusePortWorker")
+    else:
+        cmd = base(workers, f"0.0.0.0:{port}")
+    return cmd + ["--worker-tmp-dir", "/dev/shm"]
 
 
 def is_registry_uri(uri: str) -> bool:
@@ -116,6 +120,9 @@ def container_env(spec: DeploymentSpec, model_uri: str | None = None,
         "DO_NOT_TRACK": "true",
         "PYTHONPATH": "/app",
     }
+    if spec.workers_per_replica > 1:
+        env["MLOPS_REUSEPORT_BIND"] = f"0.0.0.0:{CONTAINER_PORT}"
+        env["MLOPS_MAX_REQUESTS_PER_CONNECTION"] = "100"
     if tracking_uri:
         env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env
@@ -130,7 +137,8 @@ def healthcheck() -> dict[str, Any]:
 
 
 #: Where the server starts; the image carries these and every course module they import.
-SERVER_MODULES = ("course_helpers.serving.app", "course_helpers.serving.gunicorn_conf")
+SERVER_MODULES = ("course_helpers.serving.app", "course_helpers.serving.gunicorn_conf",
+                  "course_helpers.serving.worker")
 #: Host-side packages reached only through lazy imports the server never runs (the
 #: supervisor's cleanup, for one): left out so that editing them does not rebuild the image.
 HOST_ONLY = ("course_helpers.deploy", "course_helpers.images", "course_helpers.grading",

@@ -49,10 +49,14 @@ def test_unsupported_settings_are_refused_before_anything_starts(tmp_path, monke
 def test_gunicorn_command_and_health_check():
     from course_helpers.deploy.docker import gunicorn_command, healthcheck
 
+    one = gunicorn_command(1)
+    assert one[0] == "gunicorn" and "uvicorn_worker.UvicornWorker" in one and "--preload" in one
+    assert one[one.index("--bind") + 1] == "0.0.0.0:8000"  # published on 127.0.0.1 only
     cmd = gunicorn_command(3)
-    assert cmd[0] == "gunicorn" and cmd[cmd.index("--workers") + 1] == "3"
-    assert "uvicorn_worker.UvicornWorker" in cmd and "--preload" in cmd
-    assert cmd[cmd.index("--bind") + 1] == "0.0.0.0:8000"  # published on 127.0.0.1 only
+    assert cmd[cmd.index("--workers") + 1] == "3"
+    # several workers: each listens on its own SO_REUSEPORT socket (MLOPS_REUSEPORT_BIND)
+    assert "course_helpers.serving.worker.ReusePortWorker" in cmd
+    assert cmd[cmd.index("--bind") + 1].startswith("unix:")
     check = healthcheck()
     assert "/ready" in check["test"][-1]
     assert check["interval"] == 2 * 10**9  # the engine counts in nanoseconds
