@@ -113,7 +113,7 @@ def check(uri: str | None = None, timeout: float = 3.0) -> str:
         problem = getattr(err, "reason", None) or err
     raise TrackingUnavailableError(
         f"no MLflow tracking server answered at {uri} ({problem}): start one with "
-        f"`mlops-course tracking start` (or tracking.start_server()), or unset "
+        f"`mlops-course mlflow up` (or tracking.start_server()), or unset "
         f"MLFLOW_TRACKING_URI to use the workspace's local store.")
 
 
@@ -522,7 +522,7 @@ def _cli_start(args) -> int:
     srv = start_server(port=args.port, set_uri=False, stop_on_exit=False,
                        allowed_hosts=args.allowed_hosts)
     print(f"MLflow tracking server at {srv.url} (pid {srv.pid}, store {store_dir()})")
-    print(f"use it: export MLFLOW_TRACKING_URI={srv.url} ; stop it: mlops-course tracking stop")
+    print(f"use it: export MLFLOW_TRACKING_URI={srv.url} ; stop it: mlops-course mlflow down")
     return 0
 
 
@@ -541,13 +541,15 @@ def _cli_status(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("tracking", help="the MLflow tracking server (lesson 06)")
-    sub = p.add_subparsers(dest="tracking_cmd", required=True, metavar="ACTION")
-    s = sub.add_parser("start", help="start `mlflow server` on the workspace store, in the background")
-    s.add_argument("--port", type=int, help="default: a free port")
-    s.add_argument("--allowed-hosts", help="Host headers to accept (default: local; '*' on Binder)")
-    s.set_defaults(func=_cli_start)
-    s = sub.add_parser("stop", help="stop it")
-    s.set_defaults(func=_cli_stop)
-    s = sub.add_parser("status", help="its URL, or the local store when none runs")
-    s.set_defaults(func=_cli_status)
+    # `mlops-course mlflow up|down|status` and its long form `tracking start|stop|status`
+    for command, start, stop in (("mlflow", "up", "down"), ("tracking", "start", "stop")):
+        p = subparsers.add_parser(command, help="the MLflow tracking server (lesson 06)")
+        sub = p.add_subparsers(dest="tracking_cmd", required=True, metavar="ACTION")
+        s = sub.add_parser(start, help="start `mlflow server` on the workspace store, in the background")
+        s.add_argument("--port", type=int, help="default: a free port")
+        s.add_argument("--allowed-hosts", help="Host headers to accept (default: local; '*' on Binder)")
+        s.set_defaults(func=_cli_start)
+        s = sub.add_parser(stop, help="stop it")
+        s.set_defaults(func=_cli_stop)
+        s = sub.add_parser("status", help="its URL, or the local store when none runs")
+        s.set_defaults(func=_cli_status)

@@ -48,7 +48,8 @@ def test_course_errors_print_one_line_without_traceback(capsys, monkeypatch):
 
 
 def test_every_command_has_help():
-    for cmd in ("doctor", "cleanup", "status", "grade", "image", "notebooks", "demo", "serve"):
+    for cmd in ("doctor", "cleanup", "status", "grade", "image", "notebooks", "demo", "serve",
+                "mlflow", "tracking", "pipeline", "ci"):
         out = run(cmd, "--help")
         assert out.returncode == 0 and "usage: mlops-course" in out.stdout
 

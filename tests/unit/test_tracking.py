@@ -48,7 +48,7 @@ def test_a_dead_server_is_one_sentence_and_fast(workspace, monkeypatch):
     assert time.monotonic() - t0 < 5, "must not sit in MLflow's HTTP retries"
     msg = str(err.value)
     assert msg.startswith(f"no MLflow tracking server answered at {url}")
-    assert "mlops-course tracking start" in msg and "\n" not in msg
+    assert "mlops-course mlflow up" in msg and "\n" not in msg
     with pytest.raises(tracking.TrackingUnavailableError):
         tracking.use(url)
 
