@@ -114,11 +114,7 @@ def _cli_server(args) -> int:
     from . import orchestrator
 
     if args.server_cmd == "start":
-        from .. import supervisor
-
-        url = orchestrator.start_server()
-        supervisor._exit_hooks[:] = [h for h in supervisor._exit_hooks
-                                     if h[1] != orchestrator.SERVER_NAME]  # keep it running
+        url = orchestrator.start_server(keep=True)  # no lease: it outlives this command
         print(f"Prefect API at {url}: export PREFECT_API_URL={url} ; "
               f"stop it with `mlops-course pipeline server stop`")
     else:

@@ -83,24 +83,71 @@ def server_url() -> str | None:
     return url if _healthy(url) else None
 
 
-def start_server(timeout: float = 120.0) -> str:
+def start_server(timeout: float = 120.0, keep: bool = False) -> str:
     """Start this workspace's Prefect API server (or find the running one); returns its API URL.
 
     A first start creates its SQLite database: 5-15 s on a busy 2-core machine; later starts
-    take a few seconds. It stops with its owner's interpreter, or with ``mlops-course cleanup``.
+    take a few seconds. Several processes may use one server at once (two pipelines running
+    together): the start is done under a file lock, and each user holds a lease; the server
+    stops when the last user's interpreter exits (unless ``keep``), or with
+    ``mlops-course cleanup``.
     """
+    import fcntl
+
     from ..supervisor import Supervisor, free_port
 
-    url = server_url()
-    if url:
-        return url
-    sup = Supervisor()
-    if sup.get(SERVER_NAME) is not None:
-        sup.stop(SERVER_NAME)  # recorded but dead or wedged
-    port = free_port()
-    sup.start(SERVER_NAME, server_command(port), port=port,
-              url=f"http://127.0.0.1:{port}/api/health", timeout=timeout, env=server_env())
-    return f"http://127.0.0.1:{port}/api"
+    with open(prefect_home() / ".start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time; the others then find it
+        url = server_url()
+        if not url:
+            sup = Supervisor()
+            if sup.get(SERVER_NAME) is not None:
+                sup.stop(SERVER_NAME)  # recorded but dead or wedged
+            for stale in _leases().iterdir():  # leases of a server that is gone
+                stale.unlink(missing_ok=True)
+            port = free_port()
+            sup.start(SERVER_NAME, server_command(port), port=port,
+                      url=f"http://127.0.0.1:{port}/api/health", timeout=timeout,
+                      env=server_env(), stop_on_exit=False)
+            url = f"http://127.0.0.1:{port}/api"
+        if keep:
+            (_leases() / "keep").touch()  # started on purpose: only a stop or cleanup ends it
+        else:
+            _take_lease()
+    return url
+
+
+def _leases():
+    path = prefect_home() / "users"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _take_lease() -> None:
+    import atexit
+
+    mine = _leases() / str(os.getpid())
+    if not mine.exists():
+        mine.touch()
+        atexit.register(_release_lease)
+
+
+def _release_lease() -> None:
+    """Drop this process's lease; stop the server if nobody else still uses it."""
+    import fcntl
+
+    import psutil
+
+    try:
+        with open(prefect_home() / ".start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            (_leases() / str(os.getpid())).unlink(missing_ok=True)
+            users = [p for p in _leases().iterdir()
+                     if p.name == "keep" or (p.name.isdigit() and psutil.pid_exists(int(p.name)))]
+            if not users:
+                stop_server()
+    except Exception:
+        pass  # never fail an interpreter's exit; `mlops-course cleanup` remains
 
 
 def stop_server() -> bool:
@@ -108,6 +155,7 @@ def stop_server() -> bool:
     from ..supervisor import Supervisor
 
     _drain()
+    (_leases() / "keep").unlink(missing_ok=True)
     return Supervisor().stop(SERVER_NAME)
 
 

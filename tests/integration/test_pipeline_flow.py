@@ -225,3 +225,30 @@ def test_cleanup_stops_prefect_after_its_owner_is_killed(tmp_path):
         if owner.poll() is None:
             owner.kill()
         Supervisor(home).cleanup(containers=False)
+
+
+def test_two_pipelines_at_once_both_register(tmp_path):
+    """Two `pipeline run`s against one MLflow server, sharing one workspace's Prefect server."""
+    home = tmp_path / "ws"
+    env = dict(os.environ, MLOPS_HOME=str(home))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cli = [sys.executable, "-m", "course_helpers.cli"]
+    try:
+        up = subprocess.run(cli + ["mlflow", "up"], env=env, capture_output=True, text=True,
+                            timeout=180)
+        assert up.returncode == 0, up.stderr
+        url = next(w for w in up.stdout.split() if w.startswith("http://"))
+        runs = [subprocess.Popen(cli + ["pipeline", "run", "--profile", "smoke", "--rows", "800",
+                                        "--tracking-uri", url, "--model-name", f"twin-{i}",
+                                        "--seed", str(i + 1)],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+                for i in range(2)]
+        outs = [p.communicate(timeout=300)[0] for p in runs]
+        assert [p.returncode for p in runs] == [0, 0], "\n".join(o[-1500:] for o in outs)
+        for i in range(2):
+            assert tracking.resolve(f"twin-{i}", "champion", url) == "1"
+        # the shared Prefect server went away with its last user
+        assert Supervisor(home).get("prefect") is None or not Supervisor(home).get("prefect").is_alive()
+    finally:
+        Supervisor(home).cleanup(containers=False)
