@@ -172,6 +172,9 @@ def test_container_env_matches_the_server_settings():
     expected = Settings(model_uri="/model", cache="lru", db=None).to_env()
     assert {k: v for k, v in env.items() if k in expected} == expected
     assert env["PROMETHEUS_MULTIPROC_DIR"] and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    two = container_env(DeploymentSpec.single_large("/models/x", cpus=2))
+    assert two["MLOPS_REUSEPORT_BIND"] == "0.0.0.0:8000"  # workers share connections evenly
+    assert two["MLOPS_MAX_REQUESTS_PER_CONNECTION"] == "100"
 
 
 @pytest.mark.unit
