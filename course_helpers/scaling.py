@@ -94,9 +94,11 @@ def peak_rps(load: LoadResult) -> float:
     tl = load.timeline()
     if tl.empty:
         return 0.0
-    top = tl[tl["users"] == tl["users"].max()]
-    top = top.iloc[1:-1] if len(top) > 3 else top  # drop partial first and last seconds
-    return float(top["ok"].median())
+    full = tl.iloc[:-1] if len(tl) > 2 else tl  # the last second is cut short by the stop
+    top = full[full["users"] == full["users"].max()]
+    if len(top) >= 3:
+        return float(top["ok"].iloc[1:].median())  # skip the second in which users arrived
+    return float(full["ok"].max())  # short (smoke) runs: the best full second
 
 
 def showdown(profile: str | None = None, backend: str = "auto", model_kind: str = "forest",
