@@ -15,9 +15,9 @@ KINDS = ("logreg", "forest")
 
 def tracking_uri() -> str:
     """The MLflow store the helpers use: ``$MLFLOW_TRACKING_URI`` or SQLite in the workspace."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{config.workspace_dir('mlflow') / 'mlflow.db'}"
+    from .tracking import local_uri
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_uri()
 
 
 def _quiet_mlflow() -> None:
@@ -103,11 +103,11 @@ def register(model, X_example, name: str = MODEL_NAME, alias: str | None = "cham
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
+    from .tracking import ensure_experiment
+
     mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(name) is None:  # artifacts in the workspace, not ./mlruns
-        location = config.workspace_dir("mlflow", "artifacts", name).as_uri()
-        mlflow.create_experiment(name, artifact_location=location)
-    mlflow.set_experiment(name)
+    # artifacts in the workspace, not MLflow's default ./mlruns in the working directory
+    mlflow.set_experiment(experiment_id=ensure_experiment(name, tracking_uri()))
     example = X_example.head(2)
     with mlflow.start_run(), contextlib.redirect_stderr(io.StringIO()):  # "Successfully registered"
         if params:

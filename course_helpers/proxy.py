@@ -67,33 +67,12 @@ class Visitor(FastHttpUser):
 '''
 
 
-def mlflow_paths() -> tuple[Path, Path]:
-    """``(SQLite database, artifact directory)``: ``<workspace>/mlflow/``, as course_helpers.tracking."""
-    base = workspace_dir("mlflow")
-    artifacts = base / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    return base / "mlflow.db", artifacts
-
-
-def mlflow_backend_uri() -> str:
-    """The ``sqlite:///`` URI of the course's tracking database (absolute path)."""
-    return f"sqlite:///{mlflow_paths()[0]}"
-
-
 def mlflow_command(port: int) -> list[str]:
-    """``mlflow server`` bound to loopback on ``port``, lean enough for Binder."""
-    db, artifacts = mlflow_paths()
-    return [
-        find_binary("mlflow") or "mlflow", "server",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1",
-        # Behind the proxy the Host header is the public name: without this MLflow answers 403.
-        "--allowed-hosts", "*",
-        "--backend-store-uri", f"sqlite:///{db}",
-        # Same store as course_helpers.tracking: artifacts written straight into the workspace,
-        # so runs logged directly to the SQLite file and through this server read each other's.
-        "--default-artifact-root", str(artifacts), "--no-serve-artifacts",
-    ]
+    """The lessons' ``mlflow server`` (course_helpers.tracking), accepting the proxy's Host."""
+    from .tracking import server_command
+
+    cmd = server_command(port, allowed_hosts="*")  # behind the proxy MLflow would answer 403
+    return [find_binary(cmd[0]) or cmd[0], *cmd[1:]]
 
 
 def mlflow_environment() -> dict[str, str]:
