@@ -15,39 +15,16 @@ import pytest
 
 from course_helpers import tracking
 from course_helpers.supervisor import ENV_TAG, Supervisor
+from tests.helpers import gone, module_workspace
 
 pytestmark = pytest.mark.integration
 
 MODEL = "pipeline-test"
 
 
-def _gone(pid: int, within: float = 15.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("pipeline-home")
-    saved = {k: os.environ.get(k) for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["MLOPS_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        yield home
-    finally:
-        Supervisor(home).cleanup(containers=False)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    yield from module_workspace(tmp_path_factory, "pipeline-home")
 
 
 @pytest.fixture(scope="module")
@@ -215,12 +192,12 @@ def test_cleanup_stops_prefect_after_its_owner_is_killed(tmp_path):
         pid = int(owner.stdout.readline())
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
-        assert psutil.pid_exists(pid) and not _gone(pid, 1), "Prefect's server outlives its owner"
+        assert psutil.pid_exists(pid) and not gone(pid, 1), "Prefect's server outlives its owner"
         out = subprocess.run([sys.executable, "-m", "course_helpers.cli", "cleanup",
                               "--no-containers"], env=env, capture_output=True, text=True,
                              timeout=60)
         assert "stopped process prefect" in out.stdout, out.stdout + out.stderr
-        assert _gone(pid)
+        assert gone(pid, 15.0)
     finally:
         if owner.poll() is None:
             owner.kill()

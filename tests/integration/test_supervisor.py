@@ -13,22 +13,11 @@ import pytest
 
 from course_helpers.errors import BinaryNotFoundError, PortInUseError, ReadinessTimeoutError
 from course_helpers.supervisor import free_port, port_in_use
+from tests.helpers import gone
 
 pytestmark = pytest.mark.integration
 
 HTTP = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1"]
-
-
-def gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_start_waits_for_port_then_stop(supervisor):

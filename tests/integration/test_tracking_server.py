@@ -15,6 +15,7 @@ import pytest
 
 from course_helpers import tracking
 from course_helpers.supervisor import ENV_TAG, Supervisor
+from tests.helpers import module_workspace
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +24,7 @@ NAME = "tracking-test-model"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    """One workspace for the module (a server costs seconds to start); restored afterwards."""
-    home = tmp_path_factory.mktemp("tracking-home")
-    saved = {k: os.environ.get(k) for k in ("MLOPS_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["MLOPS_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    try:
-        yield home
-    finally:
-        Supervisor(home).cleanup(containers=False)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    yield from module_workspace(tmp_path_factory, "tracking-home")
 
 
 @pytest.fixture(scope="module")
