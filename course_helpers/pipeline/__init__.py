@@ -5,7 +5,8 @@
 * :mod:`.flow`: the same steps as a Prefect flow with retries, caching and idempotent
   registration in MLflow; :func:`run` runs it once;
 * :mod:`.orchestrator`: Prefect's API server, supervised like every other server;
-* :mod:`.triggers`: run the pipeline when a new batch lands in an inbox directory.
+* :mod:`.triggers`: run the pipeline when a new batch lands in an inbox directory;
+* :mod:`.schedule`: run it at intervals (``prefect server start``'s scheduler and a runner).
 
 Importing this package is cheap: Prefect, pandas and MLflow load on first use.
 """
@@ -110,11 +111,29 @@ def _cli_drop(args) -> int:
     return 0
 
 
+def _cli_schedule(args) -> int:
+    from ..model import MODEL_NAME
+    from . import schedule
+
+    sched = schedule.start(args.every, preset=args.preset, path=args.path, seed=args.seed,
+                           profile=args.profile, model_name=args.model_name or MODEL_NAME)
+    print(f"{sched.deployment}: a run every {args.every:g} s (Prefect API {sched.api_url}); "
+          f"waiting for {args.runs} run(s)")
+    try:
+        table = sched.wait(args.runs, timeout_s=args.timeout, echo=print, progress=False)
+    finally:
+        sched.stop()
+    done = table[table["state"].isin(["Completed", "Cached"])]
+    print(f"schedule paused and runner stopped; {len(done)} of {args.runs} run(s) completed")
+    return 0 if len(done) >= args.runs else 1
+
+
 def _cli_server(args) -> int:
     from . import orchestrator
 
     if args.server_cmd == "start":
-        url = orchestrator.start_server(keep=True)  # no lease: it outlives this command
+        # no lease: it outlives this command
+        url = orchestrator.start_server(keep=True, scheduler=args.scheduler)
         print(f"Prefect API at {url}: export PREFECT_API_URL={url} ; "
               f"stop it with `mlops-course pipeline server stop`")
     else:
@@ -168,6 +187,20 @@ def register_cli(subparsers) -> None:
     d.add_argument("--corrupt", choices=CORRUPTIONS)
     d.set_defaults(func=_cli_drop)
 
+    c = sub.add_parser("schedule", help="run the pipeline every N seconds for a few runs "
+                                        "(prefect server start + a runner)")
+    c.add_argument("--every", type=float, default=30.0, help="seconds between runs (>= 5)")
+    c.add_argument("--runs", type=int, default=2, help="stop after this many runs (default 2)")
+    c.add_argument("--timeout", type=float, help="give up after this many seconds")
+    c.add_argument("--preset", default="baseline", choices=list(PRESETS))
+    c.add_argument("--profile", choices=profiles)
+    c.add_argument("--seed", type=int, default=1, help="which seeded batch (without --path)")
+    c.add_argument("--path", help="train on this file at every run (replace it between runs)")
+    c.add_argument("--model-name", default=None)
+    c.set_defaults(func=_cli_schedule)
+
     v = sub.add_parser("server", help="keep Prefect's API server running between commands")
     v.add_argument("server_cmd", choices=["start", "stop"])
+    v.add_argument("--scheduler", action="store_true",
+                   help="`prefect server start` with its scheduler (for schedules)")
     v.set_defaults(func=_cli_server)

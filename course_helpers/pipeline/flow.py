@@ -287,13 +287,9 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
     ``preset`` names a config (:data:`steps.PRESETS`), ``overrides`` change its fields;
     ``refresh_cache`` recomputes the cached steps.
     """
-    cfg = steps.config(preset, **overrides)
-    prof = course_config.get_profile(profile)
-    if cfg.kind == "forest" and "n_estimators" not in overrides:
-        cfg = dataclasses.replace(cfg, n_estimators=prof.n_estimators)
-    name = preset if isinstance(preset, str) else "custom"
-    batch = {"n_rows": n_rows or prof.n_rows, "seed": seed, "corrupt": corrupt,
-             "path": str(Path(path).resolve()) if path else None, "preset": name}
+    batch, cfg = inputs(preset, n_rows=n_rows, seed=seed, corrupt=corrupt, path=path,
+                        profile=profile, **overrides)
+    name = batch["preset"]
     uri = tracking.check(tracking_uri or tracking.current_uri())
     tracking.quiet()
     t0 = time.perf_counter()
@@ -319,6 +315,20 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
                 raise err
             raise CourseError(f"the pipeline failed: {res.error}")
     return res
+
+
+def inputs(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | None = None,
+           seed: int = 1, corrupt: str | None = None, path: str | Path | None = None,
+           profile: str | None = None, **overrides: Any) -> tuple[dict, steps.TrainConfig]:
+    """The flow's ``batch`` parameter and training config for these choices."""
+    cfg = steps.config(preset, **overrides)
+    prof = course_config.get_profile(profile)
+    if cfg.kind == "forest" and "n_estimators" not in overrides:
+        cfg = dataclasses.replace(cfg, n_estimators=prof.n_estimators)
+    name = preset if isinstance(preset, str) else "custom"
+    batch = {"n_rows": n_rows or prof.n_rows, "seed": seed, "corrupt": corrupt,
+             "path": str(Path(path).resolve()) if path else None, "preset": name}
+    return batch, cfg
 
 
 @contextlib.contextmanager

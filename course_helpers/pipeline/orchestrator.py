@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Iterator
 
 from .. import config
+from ..errors import CourseError
 
 SERVER_NAME = "prefect"
 TELEMETRY_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
@@ -58,10 +59,28 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def server_command(port: int) -> list[str]:
+def server_command(port: int, scheduler: bool = False) -> list[str]:
+    """The API alone (what flows need), or ``prefect server start`` with its scheduler."""
+    if scheduler:
+        return [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                "--port", str(port), "--no-ui", "--analytics-off", "--scheduler",
+                "--log-level", "WARNING"]
     return [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
             "--lifespan", "on"]
+
+
+def scheduler_env() -> dict[str, str]:
+    """``prefect server start`` with its services, the scheduler looking every few seconds
+    (the default is every 60 s: too slow to watch in a lesson)."""
+    env = client_env()
+    env.pop("PREFECT_API_URL", None)
+    env.update({"PREFECT_UI_ENABLED": "0", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+                "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2",
+                "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2",
+                "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "3"})
+    return env
 
 
 def _healthy(api_url: str) -> bool:
@@ -72,18 +91,25 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-def server_url() -> str | None:
-    """The API URL of this workspace's running Prefect server, if any."""
+def server_url(scheduler: bool = False) -> str | None:
+    """The API URL of this workspace's running Prefect server (one with a scheduler, if
+    ``scheduler``), if any."""
     from ..supervisor import Supervisor
 
     rec = Supervisor().get(SERVER_NAME)
     if rec is None or not rec.port or not rec.is_alive():
         return None
+    if scheduler and not has_scheduler(rec.cmd):
+        return None
     url = f"http://127.0.0.1:{rec.port}/api"
     return url if _healthy(url) else None
 
 
-def start_server(timeout: float = 120.0, keep: bool = False) -> str:
+def has_scheduler(cmd: list[str]) -> bool:
+    return cmd[1:5] == ["-m", "prefect", "server", "start"]
+
+
+def start_server(timeout: float = 120.0, keep: bool = False, scheduler: bool = False) -> str:
     """Start this workspace's Prefect API server (or find the running one); returns its API URL.
 
     A first start creates its SQLite database: 5-15 s on a busy 2-core machine; later starts
@@ -91,6 +117,10 @@ def start_server(timeout: float = 120.0, keep: bool = False) -> str:
     together): the start is done under a file lock, and each user holds a lease; the server
     stops when the last user's interpreter exits (unless ``keep``), or with
     ``mlops-course cleanup``.
+
+    ``scheduler``: a full ``prefect server start`` whose scheduler creates the runs of
+    scheduled deployments; a running API-only server is replaced by one (same database) if
+    no other process is using it.
     """
     import fcntl
 
@@ -98,17 +128,24 @@ def start_server(timeout: float = 120.0, keep: bool = False) -> str:
 
     with open(prefect_home() / ".start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time; the others then find it
-        url = server_url()
+        url = server_url(scheduler)
         if not url:
             sup = Supervisor()
             if sup.get(SERVER_NAME) is not None:
-                sup.stop(SERVER_NAME)  # recorded but dead or wedged
+                others = _other_users()
+                if scheduler and server_url() and others:
+                    raise CourseError(
+                        "the Prefect server of this workspace runs without a scheduler and "
+                        f"is in use (pids {', '.join(others)}): wait for those pipelines, or "
+                        "`mlops-course pipeline server stop`, then start the schedule again.")
+                _drain()
+                sup.stop(SERVER_NAME)  # API-only, or recorded but dead or wedged
             for stale in _leases().iterdir():  # leases of a server that is gone
                 stale.unlink(missing_ok=True)
             port = free_port()
-            sup.start(SERVER_NAME, server_command(port), port=port,
+            sup.start(SERVER_NAME, server_command(port, scheduler), port=port,
                       url=f"http://127.0.0.1:{port}/api/health", timeout=timeout,
-                      env=server_env(), stop_on_exit=False)
+                      env=scheduler_env() if scheduler else server_env(), stop_on_exit=False)
             url = f"http://127.0.0.1:{port}/api"
         if keep:
             (_leases() / "keep").touch()  # started on purpose: only a stop or cleanup ends it
@@ -121,6 +158,14 @@ def _leases():
     path = prefect_home() / "users"
     path.mkdir(exist_ok=True)
     return path
+
+
+def _other_users() -> list[str]:
+    import psutil
+
+    return [p.name for p in _leases().iterdir()
+            if p.name == "keep" or (p.name.isdigit() and p.name != str(os.getpid())
+                                    and psutil.pid_exists(int(p.name)))]
 
 
 def _take_lease() -> None:
@@ -136,15 +181,11 @@ def _release_lease() -> None:
     """Drop this process's lease; stop the server if nobody else still uses it."""
     import fcntl
 
-    import psutil
-
     try:
         with open(prefect_home() / ".start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             (_leases() / str(os.getpid())).unlink(missing_ok=True)
-            users = [p for p in _leases().iterdir()
-                     if p.name == "keep" or (p.name.isdigit() and psutil.pid_exists(int(p.name)))]
-            if not users:
+            if not _other_users():
                 stop_server()
     except Exception:
         pass  # never fail an interpreter's exit; `mlops-course cleanup` remains
@@ -159,12 +200,12 @@ def stop_server() -> bool:
     return Supervisor().stop(SERVER_NAME)
 
 
-def connect(timeout: float = 120.0) -> str:
+def connect(timeout: float = 120.0, scheduler: bool = False) -> str:
     """Start (or find) the server and point this process's Prefect at it; returns the API URL.
 
     Safe to call again, also after switching workspaces: Prefect re-reads its settings.
     """
-    url = start_server(timeout)
+    url = start_server(timeout, scheduler=scheduler)
     os.environ.update(client_env(url))
     if "prefect" in sys.modules:  # settings were read at import: read them again
         from prefect.context import refresh_global_settings_context
