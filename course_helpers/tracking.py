@@ -66,6 +66,8 @@ def quiet() -> None:
         os.environ.setdefault(key, value)
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # a retry of a dead server is one warning per attempt; the error that follows says it all
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -115,6 +117,20 @@ def check(uri: str | None = None, timeout: float = 3.0) -> str:
         f"no MLflow tracking server answered at {uri} ({problem}): start one with "
         f"`mlops-course mlflow up` (or tracking.start_server()), or unset "
         f"MLFLOW_TRACKING_URI to use the workspace's local store.")
+
+
+def lost(uri: str) -> TrackingUnavailableError | None:
+    """After a failure: the error to show if ``uri``'s server stopped answering, else None."""
+    if not is_remote(uri):
+        return None
+    try:
+        check(uri, timeout=2)
+        return None
+    except TrackingUnavailableError:
+        return TrackingUnavailableError(
+            f"the MLflow tracking server at {uri} stopped answering during the run: start one "
+            f"with `mlops-course mlflow up` and run again (a model registered before it "
+            f"stopped is found and reused, never registered twice).")
 
 
 def use(uri: str | None = None) -> str:
@@ -300,11 +316,13 @@ class LoggedRun:
 def log_run(experiment: str, *, params: dict | None = None, metrics: dict | None = None,
             tags: dict | None = None, model=None, X_example=None, dataset=None,
             dataset_name: str = "training", register_as: str | None = None,
-            run_name: str | None = None, uri: str | None = None) -> LoggedRun:
+            version_tags: dict | None = None, run_name: str | None = None,
+            uri: str | None = None) -> LoggedRun:
     """Log one training run: params, metrics, tags, the dataset (with its digest) and the model.
 
     ``dataset`` is a DataFrame (its digest becomes the run's lineage); ``register_as`` also
-    registers the model as a new version of that name.
+    registers the model as a new version of that name, created together with its
+    ``version_tags`` (one request: a version never exists without them).
     """
     import io
 
@@ -342,10 +360,11 @@ def log_run(experiment: str, *, params: dict | None = None, metrics: dict | None
                 info = mlflow.sklearn.log_model(
                     model, name="model", signature=infer_signature(example, out),
                     input_example=example, pip_requirements=pip_requirements(),
-                    skops_trusted_types=trusted_types(model), registered_model_name=register_as)
-            model_uri = info.model_uri
-            if register_as:
-                version = str(info.registered_model_version)
+                    skops_trusted_types=trusted_types(model))
+                model_uri = info.model_uri
+                if register_as:
+                    mv = mlflow.register_model(model_uri, register_as, tags=version_tags)
+                    version = str(mv.version)
     return LoggedRun(run.info.run_id, exp_id, model_uri, version)
 
 

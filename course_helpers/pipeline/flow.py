@@ -46,6 +46,8 @@ from ..model import MODEL_NAME  # noqa: E402
 from . import steps  # noqa: E402
 
 EXPERIMENT = "training-pipeline"
+#: a version's identity, set when it is created: a rerun finds it instead of registering twice
+VERSION_TAGS = ("data.fingerprint", "config.key", "code.version")
 
 
 @functools.cache
@@ -163,10 +165,9 @@ def register(model, batch_df, X_example, *, key: str, model_name: str, experimen
             tags={**tags, "gate": "promote" if decision.promote else "keep champion",
                   "gate.reasons": " | ".join(decision.reasons)},
             model=model, X_example=X_example, dataset=batch_df, register_as=model_name,
+            version_tags={k: tags[k] for k in VERSION_TAGS} | {"pipeline.key": key},
             run_name=f"{params.get('preset', 'custom')}-{tags['data.fingerprint'][:6]}", uri=uri)
         version, run_id = str(logged.version), logged.run_id
-        for k in ("pipeline.key", "data.fingerprint", "config.key", "code.version"):
-            c.set_model_version_tag(model_name, version, k, tags[k] if k != "pipeline.key" else key)
     current = tracking.resolve(model_name, tracking.CHAMPION, uri)
     if decision.promote and current != version:
         tracking.promote(model_name, version, tracking.CHAMPION,
@@ -181,10 +182,7 @@ def register(model, batch_df, X_example, *, key: str, model_name: str, experimen
 
 
 def _versions(c, name: str) -> list:
-    try:
-        return list(c.search_model_versions(f"name='{name}'"))
-    except Exception:  # the model does not exist yet
-        return []
+    return list(c.search_model_versions(f"name='{name}'"))  # [] for a model not yet registered
 
 
 # -- the flow ----------------------------------------------------------------------------
@@ -309,6 +307,7 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
             setattr(res, key, out[key])
     else:
         err = state.result(raise_on_failure=False, _sync=True)
+        err = tracking.lost(uri) or err  # a server gone mid-run: say that, not its retries
         res.error = str(err) if isinstance(err, BaseException) else str(state.message)
         if raise_on_failure:
             if isinstance(err, CourseError):

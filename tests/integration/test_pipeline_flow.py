@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -227,5 +228,64 @@ def test_two_pipelines_at_once_both_register(tmp_path):
             assert tracking.resolve(f"twin-{i}", "champion", url) == "1"
         # the shared Prefect server went away with its last user
         assert Supervisor(home).get("prefect") is None or not Supervisor(home).get("prefect").is_alive()
+    finally:
+        Supervisor(home).cleanup(containers=False)
+
+
+def test_killed_mlflow_server_gives_a_clear_error_and_no_half_registered_version(tmp_path):
+    """SIGKILL the tracking server while a pipeline logs to it: the run fails in one sentence,
+    within seconds; whatever the registry holds afterwards is complete, and a rerun registers
+    exactly one version."""
+    import sqlite3
+
+    home = tmp_path / "ws"
+    env = dict(os.environ, MLOPS_HOME=str(home))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cli = [sys.executable, "-m", "course_helpers.cli"]
+    model = "killed-server"
+    try:
+        up = subprocess.run(cli + ["mlflow", "up"], env=env, capture_output=True, text=True,
+                            timeout=180)
+        assert up.returncode == 0, up.stderr
+        url = next(w for w in up.stdout.split() if w.startswith("http://"))
+        server_pid = Supervisor(home).get("mlflow").pid
+        db = home / "mlflow" / "mlflow.db"
+        run = [*cli, "pipeline", "run", "--profile", "smoke", "--rows", "800",
+               "--tracking-uri", url, "--model-name", model]
+        proc = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:  # the run is being logged
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+                try:
+                    if con.execute("select count(*) from runs").fetchone()[0]:
+                        break
+                except sqlite3.OperationalError:  # tables not there yet
+                    pass
+            time.sleep(0.02)
+        os.killpg(server_pid, signal.SIGKILL)  # the server and its worker
+        killed_at = time.monotonic()
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode != 0, out
+        assert time.monotonic() - killed_at < 45, "no minutes of retries"
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("error:") and "MLflow" in last and url in last, err[-2000:]
+        assert "Traceback" not in err and "Retrying" not in err, err[-2000:]
+        assert "mlops-course mlflow up" in last
+
+        Supervisor(home).stop("mlflow")
+        up = subprocess.run(cli + ["mlflow", "up"], env=env, capture_output=True, text=True,
+                            timeout=180)
+        assert up.returncode == 0, up.stderr
+        url = next(w for w in up.stdout.split() if w.startswith("http://"))
+        c = tracking.client(url)
+        for mv in c.search_model_versions(f"name='{model}'"):  # none, or complete ones
+            assert {"pipeline.key", "data.fingerprint"} <= set(mv.tags), mv
+        again = subprocess.run([*run[:-4], "--tracking-uri", url, "--model-name", model],
+                               env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        versions = c.search_model_versions(f"name='{model}'")
+        assert [str(mv.version) for mv in versions] == ["1"], "registered once, not twice"
+        assert tracking.resolve(model, "champion", url) == "1"
     finally:
         Supervisor(home).cleanup(containers=False)

@@ -53,6 +53,14 @@ def test_a_dead_server_is_one_sentence_and_fast(workspace, monkeypatch):
         tracking.use(url)
 
 
+def test_lost_names_a_server_that_stopped_answering(workspace):
+    assert tracking.lost(tracking.local_uri()) is None, "a local store cannot be lost"
+    url = f"http://127.0.0.1:{free_port()}"
+    err = tracking.lost(url)
+    assert isinstance(err, tracking.TrackingUnavailableError)
+    assert url in str(err) and "mlops-course mlflow up" in str(err)
+
+
 def test_cli_status_without_server(workspace, capsys, monkeypatch):
     from course_helpers import cli
 
