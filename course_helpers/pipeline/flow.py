@@ -5,11 +5,11 @@ What Prefect adds to the plain functions:
 * **retries**: ``ingest`` is retried (twice, no delay) when the source fails transiently;
   ``flaky=N`` simulates a source that fails its first N attempts. Validation is never
   retried: bad data stays bad.
-* **caching**: ``ingest``, ``validate``, ``split`` and ``train`` are cached on the content of
-  their inputs, their own source and the source of :mod:`.steps` (like Prefect's
-  ``INPUTS + TASK_SOURCE``, see :func:`content_key` for why not ``INPUTS`` itself): a rerun on
-  the same batch and config shows ``Cached`` and costs almost nothing; changing the data, the
-  config or the code misses the cache.
+* **caching**: ``ingest``, ``validate``, ``split`` and ``train`` are cached on the task, the
+  content of its inputs and the source of the pipeline (this module and :mod:`.steps`): like
+  Prefect's ``INPUTS + TASK_SOURCE``, but the same in every process (see :data:`CACHED`). A
+  rerun on the same batch and config shows ``Cached`` and costs almost nothing, also when a
+  scheduled run repeats a manual one; changing the data, the config or the code misses.
 * **a record**: every flow and task run, its state, retries and duration, in the API server
   (:mod:`.orchestrator`), queryable with :func:`task_states`.
 
@@ -36,7 +36,7 @@ for _key, _value in orchestrator.client_env().items():
     os.environ.setdefault(_key, _value)
 
 from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import TASK_SOURCE, CacheKeyFnPolicy  # noqa: E402
+from prefect.cache_policies import CacheKeyFnPolicy  # noqa: E402
 from prefect.runtime import task_run as _task_run  # noqa: E402
 
 from .. import config as course_config  # noqa: E402
@@ -88,13 +88,25 @@ def content_key(value: Any) -> str:
 
 
 def _inputs_key(ctx, parameters: dict[str, Any]) -> str:
-    return content_key({k: v for k, v in parameters.items() if k != "flaky"})
+    return content_key({"task": ctx.task.name,
+                        **{k: v for k, v in parameters.items() if k != "flaky"}})
 
 
-#: the cache key: the inputs' content, the task's own source and the steps' source.
+@functools.cache
+def pipeline_source() -> str:
+    """A hash of this module's and the steps' source (part of every cache key)."""
+    h = hashlib.sha256()
+    for path in (Path(__file__), Path(steps.__file__)):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+#: the cache key: the task and its inputs' content, and the pipeline's source. Not Prefect's
+#: ``TASK_SOURCE``: it hashes the task's source differently in a served run (a pickled copy)
+#: and in a direct call, so a scheduled run would miss what a manual run cached.
 CONTENT = CacheKeyFnPolicy(cache_key_fn=_inputs_key)
-CODE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, params: code_version())
-CACHED = CONTENT + TASK_SOURCE + CODE
+CODE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, params: pipeline_source())
+CACHED = CONTENT + CODE
 
 
 # -- tasks -------------------------------------------------------------------------------

@@ -46,14 +46,15 @@ class ScheduledPipeline:
 
     def runs(self):
         """Its flow runs, oldest first, and the next two due: a DataFrame with the columns
-        run, due, state, seconds, cached (tasks served from the cache), version, alias,
-        promoted."""
+        run, due (local time), late_s (start minus due), state, seconds, cached (tasks served
+        from the cache), version, alias, promoted."""
         import pandas as pd
 
         runs = self._flow_runs()
         upcoming = [fr for fr in runs if fr.state and fr.state.type.value == "SCHEDULED"]
         shown = [fr for fr in runs if fr not in upcoming] + upcoming[:2]
-        cols = ["run", "due", "state", "seconds", "cached", "version", "alias", "promoted"]
+        cols = ["run", "due", "late_s", "state", "seconds", "cached", "version", "alias",
+                "promoted"]
         df = pd.DataFrame([_row(fr) for fr in shown], columns=cols)
         return df.astype({"cached": "Int64"})
 
@@ -217,6 +218,8 @@ def _row(fr) -> dict:
     row = {"run": fr.name, "state": fr.state.name if fr.state else "?",
            "due": fr.expected_start_time.astimezone().strftime("%H:%M:%S")
            if fr.expected_start_time else "",
+           "late_s": round((fr.start_time - fr.expected_start_time).total_seconds(), 1)
+           if fr.start_time and fr.expected_start_time else None,
            "seconds": round(fr.total_run_time.total_seconds(), 1) if fr.total_run_time else None,
            "cached": None, "version": None, "alias": None, "promoted": None}
     if state in FINAL:
