@@ -400,19 +400,26 @@ def _stop_process(pid: int | None, create_time: float | None, timeout: float) ->
                 rest.append(p)
         except psutil.NoSuchProcess:
             pass
-    for p in rest:
+    _terminate(rest, grace=3)
+    return True
+
+
+def _terminate(procs: list, grace: float) -> None:
+    """SIGTERM ``procs``, SIGKILL those still alive after ``grace`` seconds, reap them."""
+    import psutil
+
+    for p in procs:
         try:
             p.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(rest, timeout=3)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
     for p in alive:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=3)
-    return True
 
 
 def _kill_tagged(workspace: str) -> list[str]:
@@ -431,17 +438,7 @@ def _kill_tagged(workspace: str) -> list[str]:
             continue
         if tag.startswith(prefix):
             victims.append(proc)
-    for p in victims:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(victims, timeout=5)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
+    _terminate(victims, grace=5)
     return [f"stray process {p.pid}" for p in victims]
 
 

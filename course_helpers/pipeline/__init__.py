@@ -123,7 +123,7 @@ def _cli_schedule(args) -> int:
         table = sched.wait(args.runs, timeout_s=args.timeout, echo=print, progress=False)
     finally:
         sched.stop()
-    done = table[table["state"].isin(["Completed", "Cached"])]
+    done = table[table["state"] == "Completed"]
     print(f"schedule paused and runner stopped; {len(done)} of {args.runs} run(s) completed")
     return 0 if len(done) >= args.runs else 1
 

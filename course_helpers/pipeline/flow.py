@@ -44,6 +44,7 @@ from .. import tracking  # noqa: E402
 from ..errors import CourseError  # noqa: E402
 from ..model import MODEL_NAME  # noqa: E402
 from . import steps  # noqa: E402
+from .triggers import digest  # noqa: E402
 
 EXPERIMENT = "training-pipeline"
 #: a version's identity, set when it is created: a rerun finds it instead of registering twice
@@ -210,7 +211,7 @@ def training_pipeline(batch: dict, train_config: dict, model_name: str = MODEL_N
     uri = tracking_uri or tracking.current_uri()
     cfg = steps.TrainConfig.from_dict(train_config)
     path = batch.get("path")
-    source_key = _file_digest(path) if path else None
+    source_key = digest(Path(path)) if path else None
     fresh = {"refresh_cache": True} if refresh_cache else {}
     raw = ingest.with_options(**fresh)(batch.get("n_rows", 2_000), batch.get("seed", 0),
                                        batch.get("corrupt"), path, source_key, flaky=flaky)
@@ -233,14 +234,6 @@ def training_pipeline(batch: dict, train_config: dict, model_name: str = MODEL_N
                    decision=decision, tags=tags)
     return {"fingerprint": fp, "metrics": metrics, "champion": champion,
             "promote": decision.promote, "reasons": decision.reasons, **reg}
-
-
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 # -- running it --------------------------------------------------------------------------
