@@ -4,7 +4,7 @@ The load round steps the users up in four equal steps (so latency can be read ag
 users); the fault round holds all users and kills one replica a third of the way in.
 
 ``showdown`` runs the whole experiment and returns the numbers ``mlops-course demo`` writes
-to ``results.json``; the pieces (``load_round``, ``fault_round``) serve the notebook.
+to ``results.json``; the pieces (``load_round``, ``fault_round``, ``under_load``) serve the notebooks.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 
 from . import config
 from .deploy import Deployment, DeploymentSpec, get_backend
@@ -57,9 +58,21 @@ def load_round(dep: Deployment, *, users: int, duration_s: int, label: str,
                       label=label, shape=shape, progress=progress)
 
 
-def fault_round(backend, dep: Deployment, *, users: int, duration_s: int, kill_at_s: float,
-                label: str, progress: bool = True) -> FaultResult:
-    """Kill replica 0 ``kill_at_s`` seconds into a load test, then measure the damage."""
+@dataclasses.dataclass
+class Rehearsal:
+    """A load test with actions taken during it. ``started``: epoch seconds of the start;
+    ``events`` / ``finished``: seconds from the start at which each action began / returned."""
+
+    load: LoadResult
+    started: float
+    events: dict[str, float]
+    finished: dict[str, float]
+
+
+def under_load(dep: Deployment, actions: list[tuple[float, str, Callable[[], object]]], *,
+               users: int, duration_s: int, label: str, progress: bool = True) -> Rehearsal:
+    """Load ``dep`` for ``duration_s`` and, meanwhile, call each ``(at_s, name, fn)`` of
+    ``actions`` ``at_s`` seconds after the start (in order; a slow action delays the next)."""
     box: dict = {}
 
     def drive() -> None:
@@ -70,15 +83,26 @@ def fault_round(backend, dep: Deployment, *, users: int, duration_s: int, kill_a
             box["error"] = err
 
     thread = threading.Thread(target=drive, daemon=True)
-    start = time.time()
+    started = time.time()
     thread.start()
-    time.sleep(kill_at_s)
-    killed_at = time.time()
-    backend.kill_replica(dep, 0)
+    events, finished = {}, {}
+    for at_s, name, fn in actions:
+        time.sleep(max(0.0, started + at_s - time.time()))
+        events[name] = time.time() - started
+        fn()
+        finished[name] = time.time() - started
     thread.join(timeout=duration_s + 90)
     if "error" in box:
         raise box["error"]
-    load: LoadResult = box["load"]
+    return Rehearsal(box["load"], started, events, finished)
+
+
+def fault_round(backend, dep: Deployment, *, users: int, duration_s: int, kill_at_s: float,
+                label: str, progress: bool = True) -> FaultResult:
+    """Kill replica 0 ``kill_at_s`` seconds into a load test, then measure the damage."""
+    run = under_load(dep, [(kill_at_s, "kill", lambda: backend.kill_replica(dep, 0))],
+                     users=users, duration_s=duration_s, label=label, progress=progress)
+    load, killed_at = run.load, run.started + run.events["kill"]
     tl = load.timeline()
     after = tl[tl["t"] >= int(killed_at)]
     failing = after[after["failed"] > 0]
@@ -86,7 +110,7 @@ def fault_round(backend, dep: Deployment, *, users: int, duration_s: int, kill_a
     dark = int(((after["ok"] == 0) & (after["failed"] > 0)).sum())
     return FaultResult(failed_requests=load.failures, requests=load.requests,
                        recovery_s=round(max(recovery, 0.0), 2), dark_s=dark,
-                       kill_at_s=round(killed_at - start, 2), load=load)
+                       kill_at_s=round(run.events["kill"], 2), load=load)
 
 
 def peak_rps(load: LoadResult) -> float:

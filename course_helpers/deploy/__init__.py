@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .base import Backend, Deployment, Replica
+from .base import Backend, Deployment, Replica, crash_and_recover
 from .spec import DeploymentSpec, SpecError
 
 BACKENDS = ("auto", "local", "docker")
@@ -34,4 +34,5 @@ def get_backend(name: str = "auto", *, verbose: bool = True) -> Backend:
     return LocalBackend()
 
 
-__all__ = ["Backend", "Deployment", "DeploymentSpec", "Replica", "SpecError", "get_backend"]
+__all__ = ["Backend", "Deployment", "DeploymentSpec", "Replica", "SpecError", "crash_and_recover",
+           "get_backend"]

@@ -46,3 +46,41 @@ class Backend(Protocol):
     def kill_replica(self, dep: Deployment, index: int = 0) -> Replica: ...
 
     def down(self, dep: Deployment) -> None: ...
+
+
+def crash_and_recover(backend: Backend, dep: Deployment, index: int = 0,
+                      timeout_s: float = 90.0) -> dict:
+    """SIGKILL replica ``index``, then send one prediction at a time through the load balancer
+    until the restart policy has brought it back and every replica is ready.
+
+    Returns ``seconds`` (from the kill until all replicas are ready), ``answers`` and
+    ``failures`` (predictions meanwhile). Raises CourseError after ``timeout_s``.
+    """
+    import json
+    import time
+    import urllib.request
+
+    from ..data import request_rows
+    from ..errors import CourseError
+
+    body = json.dumps({"row": request_rows(1)[0]}).encode()
+    killed_at = time.monotonic()
+    backend.kill_replica(dep, index)
+    answers = failures = 0
+    while True:
+        req = urllib.request.Request(dep.url + "/predict", data=body,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                resp.read()
+            answers += 1
+        except OSError:  # HTTP errors too: a 502 while nginx finds no replica
+            failures += 1
+        states = backend.status(dep)
+        if (states[index]["restarts"] or 0) >= 1 and all(s["ready"] for s in states):
+            return {"seconds": round(time.monotonic() - killed_at, 2), "answers": answers,
+                    "failures": failures}
+        if time.monotonic() - killed_at > timeout_s:
+            raise CourseError(f"replica {index} of {dep.spec.name} was not back and ready within "
+                              f"{timeout_s:g} s: see `mlops-course status` and its log")
+        time.sleep(0.1)

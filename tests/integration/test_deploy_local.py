@@ -138,6 +138,21 @@ def test_the_restart_policy_brings_a_crashed_replica_back(workspace, logreg_uri)
         backend.down(dep)
 
 
+def test_crash_and_recover_waits_for_the_restarted_replica(workspace, logreg_uri):
+    from course_helpers.deploy import crash_and_recover
+
+    backend = LocalBackend(restart=True)
+    dep = backend.up(DeploymentSpec.many_small(logreg_uri, replicas=2, name="ms"))
+    try:
+        back = crash_and_recover(backend, dep, index=1, timeout_s=90)
+        assert back["answers"] >= 1, "the other replica answered meanwhile"
+        assert back["seconds"] > 0
+        states = backend.status(dep)
+        assert states[1]["restarts"] == 1 and all(s["ready"] for s in states)
+    finally:
+        backend.down(dep)
+
+
 def test_demo_smoke_local_writes_results(workspace, tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
