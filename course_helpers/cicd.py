@@ -346,7 +346,6 @@ def _train_stage(d: Path, preset: str, prof) -> GateResult:
 
     from . import model as model_mod
     from .pipeline import steps
-    from .tracking import trusted_types
 
     if not (d / "batch.parquet").exists():
         raise CourseError(f"no validated batch in {d}: run the `data` stage first")
@@ -354,16 +353,8 @@ def _train_stage(d: Path, preset: str, prof) -> GateResult:
     cfg = steps.config(preset, n_estimators=prof.n_estimators if preset == "forest" else None)
     X_tr, X_te, y_tr, y_te = steps.split(df, cfg.test_size, cfg.seed)
     model = steps.train(X_tr, y_tr, cfg)
-    model_mod._quiet_mlflow()
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
     _clear(d, "candidate", "candidate.json", "test.parquet")
-    example = X_tr.head(2)
-    mlflow.sklearn.save_model(model, str(d / "candidate"),
-                              signature=infer_signature(example, model.predict_proba(example)),
-                              input_example=example, pip_requirements=model_mod.pip_requirements(),
-                              skops_trusted_types=trusted_types(model))
+    model_mod.save(model, d / "candidate", X_tr)
     X_te.assign(label=y_te).to_parquet(d / "test.parquet", index=False)
     meta = {"preset": preset, "config": cfg.to_dict(), "fingerprint": steps.fingerprint(df),
             "rows": len(df)}

@@ -2,33 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 from pathlib import Path
 
 from . import config
 
 MODEL_NAME = "simple-system"
 KINDS = ("logreg", "forest")
-
-
-def tracking_uri() -> str:
-    """The MLflow store the helpers use: ``$MLFLOW_TRACKING_URI`` or SQLite in the workspace."""
-    from .tracking import local_uri
-
-    return os.environ.get("MLFLOW_TRACKING_URI") or local_uri()
-
-
-def _quiet_mlflow() -> None:
-    import logging
-
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def train(kind: str = "logreg", n_rows: int | None = None, n_estimators: int | None = None,
@@ -65,16 +44,11 @@ def pip_requirements() -> list[str]:
     return [f"{p}=={md.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "mlflow")]
 
 
-def _trusted_types(model) -> list[str] | None:
-    """Types skops must be told to trust when MLflow saves this model (we made it ourselves)."""
-    from sklearn.ensemble import BaseEnsemble
-
-    return ["sklearn.tree._tree.Tree"] if isinstance(model, BaseEnsemble) else None
-
-
 def save(model, path: str | Path, X_example) -> Path:
     """Save in MLflow's sklearn format with signature and input example; returns the path."""
-    _quiet_mlflow()
+    from .tracking import quiet, trusted_types
+
+    quiet()
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -87,41 +61,22 @@ def save(model, path: str | Path, X_example) -> Path:
     signature = infer_signature(example, model.predict_proba(example))
     mlflow.sklearn.save_model(model, str(path), signature=signature, input_example=example,
                               pip_requirements=pip_requirements(),
-                              skops_trusted_types=_trusted_types(model))
+                              skops_trusted_types=trusted_types(model))
     return path
 
 
 def register(model, X_example, name: str = MODEL_NAME, alias: str | None = "champion",
              params: dict | None = None, metrics: dict | None = None) -> str:
-    """Log the model to the workspace's MLflow store, register a new version, set ``alias``.
+    """Log the model to the current MLflow store (:func:`tracking.current_uri`), register a new
+    version of ``name``, set ``alias``. Returns the version number as a string."""
+    from . import tracking
 
-    Returns the version number as a string.
-    """
-    _quiet_mlflow()
-    import mlflow
-    import mlflow.sklearn
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
-
-    from .tracking import ensure_experiment
-
-    mlflow.set_tracking_uri(tracking_uri())
-    # artifacts in the workspace, not MLflow's default ./mlruns in the working directory
-    mlflow.set_experiment(experiment_id=ensure_experiment(name, tracking_uri()))
-    example = X_example.head(2)
-    with mlflow.start_run(), contextlib.redirect_stderr(io.StringIO()):  # "Successfully registered"
-        if params:
-            mlflow.log_params(params)
-        if metrics:
-            mlflow.log_metrics(metrics)
-        info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict_proba(example)),
-            input_example=example, pip_requirements=pip_requirements(),
-            skops_trusted_types=_trusted_types(model), registered_model_name=name)
-    version = str(info.registered_model_version)
+    uri = tracking.current_uri()
+    logged = tracking.log_run(name, params=params, metrics=metrics, model=model,
+                              X_example=X_example, register_as=name, uri=uri)
     if alias:
-        MlflowClient().set_registered_model_alias(name, alias, version)
-    return version
+        tracking.client(uri).set_registered_model_alias(name, alias, logged.version)
+    return logged.version
 
 
 def prepare(kind: str = "logreg", profile: str | None = None, seed: int = 0,

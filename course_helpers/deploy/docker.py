@@ -344,13 +344,13 @@ class DockerBackend:
         """
         import re
 
-        from ..model import _quiet_mlflow, tracking_uri
+        from ..tracking import current_uri, quiet
 
-        _quiet_mlflow()
+        quiet()
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
 
-        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.set_tracking_uri(current_uri())
         key = hashlib.sha256(uri.encode()).hexdigest()[:10]
         dest = config.workspace_dir("deploy", "models", key)
         shutil.rmtree(dest)  # an alias may point to a new version since the last time

@@ -119,9 +119,9 @@ def load_model(uri: str) -> LoadedModel:
     import mlflow
     from mlflow.models import get_model_info
 
-    from ..model import tracking_uri
+    from ..tracking import current_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(current_uri())
     info = get_model_info(uri)
     if info.signature is None or info.signature.inputs is None:
         raise RuntimeError(f"{uri} has no input signature: log it with one (see model.save)")

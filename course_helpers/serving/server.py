@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from .. import config
+from ..tracking import current_uri
 from ..supervisor import Supervisor, free_port
 
 
@@ -76,7 +77,7 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
     prom_dir = config.workspace_dir("serving", f"{name}.prom")
     env = settings.to_env() | {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
                                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
-                               "MLFLOW_TRACKING_URI": _tracking_uri()}
+                               "MLFLOW_TRACKING_URI": current_uri()}
     env |= extra_env or {}
     if workers > 1:
         # each worker listens on its own SO_REUSEPORT socket (see serving/worker.py); the
@@ -112,9 +113,3 @@ def gunicorn_command(workers: int, bind: str,
             # no --pid file: after a crash it survives, and a restarted gunicorn refuses to start
             "--graceful-timeout", "20", "--timeout", "120", "--keep-alive", "5",
             "--log-level", "warning"]
-
-
-def _tracking_uri() -> str:
-    from ..model import tracking_uri
-
-    return tracking_uri()
