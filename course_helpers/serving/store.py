@@ -72,6 +72,10 @@ class _Backend:
 
             self.conn = psycopg.connect(url, autocommit=False, connect_timeout=5)
             with self.conn.cursor() as cur:
+                # every gunicorn worker runs this at start; PostgreSQL's CREATE ... IF NOT
+                # EXISTS is not safe against a concurrent one, so take turns (the lock ends
+                # with the transaction)
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('predictions ddl'))")
                 cur.execute(POSTGRES_DDL)
             self.conn.commit()
             self.sql = (f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES "

@@ -103,6 +103,25 @@ def test_prediction_log_in_postgresql(workspace, logreg_uri):
     assert set(df.model_version) == {server_version(df)}
 
 
+def test_workers_starting_together_create_the_log_table_once(workspace):
+    """Each gunicorn worker creates the table at start; together they must not collide."""
+    need(shutil.which("initdb") or bool(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb")),
+         "PostgreSQL (Debian package postgresql)")
+    from course_helpers.serving.store import _Backend
+
+    db = services.start_postgres()
+    start = threading.Barrier(8)
+
+    def open_log(_):
+        start.wait()
+        backend = _Backend(db)
+        backend.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(open_log, range(8)))  # re-raises a worker's error
+    assert read_predictions(db).empty
+
+
 def server_version(df) -> str:
     return df.model_version.iloc[0]
 
