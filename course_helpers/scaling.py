@@ -1,7 +1,11 @@
 """Lesson 02: scale up or out? Deploy single-large and many-small, load them, break them.
 
 The load round steps the users up in four equal steps (so latency can be read against
-users); the fault round holds all users and kills one replica a third of the way in.
+users); the fault round holds all users, paced to a fixed share of the capacity the load
+round measured, and kills one replica a third of the way in.
+
+Both topologies get the same CPUs: on two CPUs, 1 replica x 2 workers against 2 replicas
+x 1 worker on 1 CPU each; on one CPU (Binder), 1 x 2 against 2 x 1 sharing that CPU.
 
 ``showdown`` runs the whole experiment and returns the numbers ``mlops-course demo`` writes
 to ``results.json``; the pieces (``load_round``, ``fault_round``, ``under_load``) serve the notebooks.
@@ -21,12 +25,19 @@ from .loadtest import LoadResult, run_locust
 TOPOLOGY_KEYS = {"single-large": "single_large", "many-small": "many_small"}
 
 
+#: The fault round offers this share of the capacity measured in the load round: one of
+#: two replicas can carry it alone, so a crash should cost retries, not failures.
+FAULT_LOAD_SHARE = 0.5
+
+
 @dataclasses.dataclass
 class FaultResult:
     """A replica killed during a load test: what it cost and how long until clean answers.
 
-    ``recovery_s``: seconds from the kill to the end of the last second with a failed
-    request (0 when nothing failed); ``dark_s``: seconds in which nothing succeeded.
+    ``failed_ratio``: failed / requests over the whole round; ``recovery_s``: seconds from
+    the kill to the end of the last second with a failed request (0 when nothing failed);
+    ``dark_s``: whole seconds after the kill in which no request succeeded.
+    ``rate_per_user``: the pace of each user (requests/s; 0: unpaced).
     """
 
     failed_requests: int
@@ -35,20 +46,48 @@ class FaultResult:
     dark_s: int
     kill_at_s: float
     load: LoadResult
+    rate_per_user: float = 0.0
+
+    @property
+    def failed_ratio(self) -> float:
+        return round(self.failed_requests / self.requests, 4) if self.requests else 0.0
 
     def summary(self) -> dict:
         return {"failed_requests": self.failed_requests, "requests": self.requests,
-                "recovery_s": self.recovery_s, "dark_s": self.dark_s, "kill_at_s": self.kill_at_s}
+                "failed_ratio": self.failed_ratio, "recovery_s": self.recovery_s,
+                "dark_s": self.dark_s, "kill_at_s": self.kill_at_s,
+                "rate_per_user": self.rate_per_user}
 
 
 def specs(model_uri: str, cpus: int = 2, cache: str = "none") -> dict[str, DeploymentSpec]:
-    """The two topologies with the same total CPUs: 1 x N workers, or N x 1 worker."""
+    """The two topologies with the same total CPUs and the same number of worker processes.
+
+    ``cpus >= 2``: 1 replica x ``cpus`` workers, or ``cpus`` replicas x 1 worker on 1 CPU
+    each. ``cpus == 1``: 1 replica x 2 workers, or 2 replicas x 1 worker sharing the CPU
+    (half each): with one worker each, both would be the same deployment.
+    """
+    if cpus >= 2:
+        return {
+            "single-large": DeploymentSpec.single_large(model_uri, cpus=cpus,
+                                                        name="single-large", cache=cache),
+            "many-small": DeploymentSpec.many_small(model_uri, replicas=cpus,
+                                                    name="many-small", cache=cache),
+        }
     return {
-        "single-large": DeploymentSpec.single_large(model_uri, cpus=cpus, name="single-large",
-                                                    cache=cache),
-        "many-small": DeploymentSpec.many_small(model_uri, replicas=cpus, name="many-small",
-                                                cache=cache),
+        "single-large": DeploymentSpec.single_large(model_uri, cpus=1, workers=2,
+                                                    name="single-large", cache=cache),
+        "many-small": DeploymentSpec.many_small(model_uri, replicas=2, cpus=1,
+                                                name="many-small", cache=cache),
     }
+
+
+def describe(spec: DeploymentSpec) -> str:
+    """``1 replica x 2 workers on 1 CPU`` / ``2 replicas x 1 worker, 0.5 CPU each``."""
+    r, w = spec.replicas, spec.workers_per_replica
+    where = (f"on {spec.cpus_per_replica:g} CPU{'s' if spec.cpus_per_replica != 1 else ''}"
+             if r == 1 else f"{spec.cpus_per_replica:g} CPU each")
+    return (f"{r} replica{'s' if r > 1 else ''} x {w} worker{'s' if w > 1 else ''}"
+            f"{' ' if r == 1 else ', '}{where}")
 
 
 def load_round(dep: Deployment, *, users: int, duration_s: int, label: str,
@@ -70,15 +109,18 @@ class Rehearsal:
 
 
 def under_load(dep: Deployment, actions: list[tuple[float, str, Callable[[], object]]], *,
-               users: int, duration_s: int, label: str, progress: bool = True) -> Rehearsal:
+               users: int, duration_s: int, label: str, progress: bool = True,
+               rate_per_user: float | None = None) -> Rehearsal:
     """Load ``dep`` for ``duration_s`` and, meanwhile, call each ``(at_s, name, fn)`` of
-    ``actions`` ``at_s`` seconds after the start (in order; a slow action delays the next)."""
+    ``actions`` ``at_s`` seconds after the start (in order; a slow action delays the next).
+    ``rate_per_user``: requests/s per user at most (None: unpaced)."""
     box: dict = {}
 
     def drive() -> None:
         try:
             box["load"] = run_locust(dep.url, users=users, spawn_rate=users,
-                                     duration_s=duration_s, label=label, progress=progress)
+                                     duration_s=duration_s, label=label, progress=progress,
+                                     rate_per_user=rate_per_user)
         except BaseException as err:  # surfaced below
             box["error"] = err
 
@@ -98,19 +140,38 @@ def under_load(dep: Deployment, actions: list[tuple[float, str, Callable[[], obj
 
 
 def fault_round(backend, dep: Deployment, *, users: int, duration_s: int, kill_at_s: float,
-                label: str, progress: bool = True) -> FaultResult:
-    """Kill replica 0 ``kill_at_s`` seconds into a load test, then measure the damage."""
+                label: str, progress: bool = True,
+                rate_per_user: float | None = None) -> FaultResult:
+    """Kill replica 0 ``kill_at_s`` seconds into a load test, then measure the damage.
+
+    ``rate_per_user`` paces the users (requests/s each): without it, users that get an
+    instant 502 fire again at once and the failure count measures the client's speed.
+    """
     run = under_load(dep, [(kill_at_s, "kill", lambda: backend.kill_replica(dep, 0))],
-                     users=users, duration_s=duration_s, label=label, progress=progress)
+                     users=users, duration_s=duration_s, label=label, progress=progress,
+                     rate_per_user=rate_per_user)
     load, killed_at = run.load, run.started + run.events["kill"]
-    tl = load.timeline()
-    after = tl[tl["t"] >= int(killed_at)]
+    recovery, dark = damage(load.timeline(), killed_at)
+    return FaultResult(failed_requests=load.failures, requests=load.requests,
+                       recovery_s=recovery, dark_s=dark,
+                       kill_at_s=round(run.events["kill"], 2), load=load,
+                       rate_per_user=round(rate_per_user or 0.0, 2))
+
+
+def damage(timeline, killed_at: float) -> tuple[float, int]:
+    """``(recovery_s, dark_s)`` of a per-second timeline (columns t, ok, failed) after a
+    kill at epoch ``killed_at``: seconds from the kill to the end of the last second with a
+    failure, and whole seconds from the kill's second on in which nothing succeeded
+    (seconds with no response at all count as dark; the run's last, cut-short second not)."""
+    if timeline.empty:
+        return 0.0, 0
+    after = timeline[timeline["t"] >= int(killed_at)]
     failing = after[after["failed"] > 0]
     recovery = float(failing["t"].max() + 1 - killed_at) if len(failing) else 0.0
-    dark = int(((after["ok"] == 0) & (after["failed"] > 0)).sum())
-    return FaultResult(failed_requests=load.failures, requests=load.requests,
-                       recovery_s=round(max(recovery, 0.0), 2), dark_s=dark,
-                       kill_at_s=round(run.events["kill"], 2), load=load)
+    ok_by_second = dict(zip(after["t"], after["ok"]))
+    seconds = range(int(killed_at), int(timeline["t"].max()))
+    dark = sum(1 for t in seconds if ok_by_second.get(t, 0) == 0)
+    return round(max(recovery, 0.0), 2), dark
 
 
 def peak_rps(load: LoadResult) -> float:
@@ -126,43 +187,61 @@ def peak_rps(load: LoadResult) -> float:
 
 
 def showdown(profile: str | None = None, backend: str = "auto", model_kind: str = "forest",
-             progress: bool = True, log=print) -> dict:
+             progress: bool = True, log=print, cpus: int | None = None) -> dict:
     """Deploy each topology in turn, load-test it, kill a replica under load, tear it down.
 
-    Returns ``{"profile", "backend", "single_large": {...}, "many_small": {...}}`` plus the
-    LoadResults and timelines under ``"_runs"`` (not serialised).
+    ``cpus`` defaults to what this process may use (affinity and cgroup quota), at most 2.
+    Returns ``{"profile", "backend", "cpus", "comparison", "single_large": {...},
+    "many_small": {...}}`` plus the LoadResults and timelines under ``"_runs"`` (not
+    serialised).
     """
     from . import model
 
     prof = config.get_profile(profile)
     be = get_backend(backend, verbose=False)
-    cpus = max(1, min(2, int(config.cpu_limit())))
-    log(f"profile {prof.name}, backend {be.name}, {cpus} CPUs; preparing the {model_kind} model")
+    cpus = cpus or max(1, min(2, int(config.cpu_limit())))
+    topologies = specs("", cpus=cpus)
+    comparison = (f"{cpus} CPU{'s' if cpus > 1 else ''}: "
+                  + " against ".join(describe(s) for s in topologies.values()))
+    if cpus == 1:
+        comparison += " (one CPU: both topologies run two worker processes on it)"
+    log(f"profile {prof.name}, backend {be.name}; {comparison}")
+    log(f"preparing the {model_kind} model")
     uri = model.prepare(model_kind, profile=prof.name)
     fault_s = max(10, prof.duration_s // 2)
-    out: dict = {"profile": prof.name, "backend": be.name, "model": model_kind, "_runs": {}}
+    out: dict = {"profile": prof.name, "backend": be.name, "model": model_kind, "cpus": cpus,
+                 "comparison": comparison, "_runs": {}}
     for topology, spec in specs(uri, cpus=cpus).items():
         key = TOPOLOGY_KEYS[topology]
-        log(f"{topology}: {spec.replicas} replica(s) x {spec.workers_per_replica} worker(s)")
+        log(f"{topology}: {describe(spec)}: starting")
         dep = be.up(spec)
         try:
+            log(f"  load round: {prof.users} users in 4 steps, {prof.duration_s} s")
             load = load_round(dep, users=prof.users, duration_s=prof.duration_s,
                               label=f"{topology}-load", shape="step", progress=progress)
-            log(f"  load: {load.rps:.0f} req/s, p95 {load.p95_ms:.0f} ms, "
+            sustained = peak_rps(load)
+            log(f"  load: {sustained:.0f} req/s sustained with all users on "
+                f"({load.rps:.0f} over the ramp), p95 {load.p95_ms:.0f} ms, "
                 f"{load.failures} failures")
+            rate = max(0.5, FAULT_LOAD_SHARE * sustained / prof.users)
+            log(f"  fault round: {prof.users} users at {rate:.1f} req/s each, {fault_s} s, "
+                f"replica 0 killed at {fault_s / 3:.0f} s")
             fault = fault_round(be, dep, users=prof.users, duration_s=fault_s,
                                 kill_at_s=fault_s / 3, label=f"{topology}-fault",
-                                progress=progress)
-            log(f"  fault: {fault.failed_requests} failed requests, "
+                                progress=progress, rate_per_user=rate)
+            log(f"  fault: {fault.failed_requests} of {fault.requests} requests failed "
+                f"({100 * fault.failed_ratio:.1f}%), {fault.dark_s} dark s, "
                 f"recovered after {fault.recovery_s:.1f} s")
         finally:
             be.down(dep)
         out[key] = {
             "requests": load.requests, "failures": load.failures, "rps": load.rps,
             "p50_ms": load.p50_ms, "p95_ms": load.p95_ms, "p99_ms": load.p99_ms,
+            "mean_ms": load.mean_ms,
             "replicas": spec.replicas, "workers_per_replica": spec.workers_per_replica,
+            "cpus_per_replica": spec.cpus_per_replica,
             "cpus_total": spec.cpus_total, "generator_cpu": load.generator_cpu,
-            "peak_rps": peak_rps(load),
+            "peak_rps": sustained,
             "fault_injection": fault.summary(),
         }
         out["_runs"][key] = {"load": load, "fault": fault}

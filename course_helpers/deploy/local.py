@@ -1,5 +1,8 @@
 """The local backend: each replica is a gunicorn process group pinned to its own CPUs.
 
+Replicas run the command and settings of :mod:`.recipe`, as containers do: the same server
+code and settings whatever the topology, so lesson 02 compares topologies, not settings.
+
 This is what Binder students run (no Docker there), so it behaves like the Docker backend:
 nginx in front, a restart policy (a watchdog restarts a crashed replica on the same port),
 ``scale`` without a restart of the load balancer. Memory limits use a cgroup per replica
@@ -9,13 +12,13 @@ where the OS allows it (root); elsewhere (Binder) they are validated but not enf
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
 
-from ..serving import serve
-from ..supervisor import Supervisor
-from . import limits
+from ..supervisor import Supervisor, free_port
+from . import limits, recipe
 from .base import Deployment, Replica
 from .nginx import LoadBalancer, Server, Upstream
 from .spec import DeploymentSpec
@@ -115,12 +118,36 @@ class LocalBackend:
     # internals -----------------------------------------------------------------
     def _start_replica(self, spec: DeploymentSpec, index: int, cpus: list[int],
                        port: int | None = None) -> Replica:
+        """One replica: gunicorn with the recipe's worker class and settings (the same for
+        every topology, see :func:`.recipe.server_settings`), pinned to ``cpus``, in a
+        memory cgroup where the OS allows, supervised, started once ``/ready`` answers."""
+        from .. import config
+        from ..serving.app import Settings
+        from ..serving.server import gunicorn_command
+        from ..tracking import current_uri
+
         name = f"{spec.name}-r{index}"
-        handle = serve(spec.model_uri, name=name, port=port, workers=spec.workers_per_replica,
-                       cpus=cpus, memory_mb=spec.memory_mb_per_replica, cache=spec.cache,
-                       db=spec.db, timeout=120,
-                       extra_env={"MLOPS_REPLICA": name})
-        return Replica(name=name, url=handle.url, pid=handle.pid, cpus=cpus)
+        port = port or free_port()
+        db = spec.db
+        if db == "default":
+            db = str(config.workspace_dir("serving") / f"{name}.db")
+        settings = Settings(model_uri=spec.model_uri, cache=spec.cache, db=db,
+                            max_requests_per_connection=recipe.MAX_REQUESTS_PER_CONNECTION)
+        env = settings.to_env() | recipe.server_settings("127.0.0.1", port) | {
+            "PROMETHEUS_MULTIPROC_DIR": str(config.workspace_dir("serving", f"{name}.prom")),
+            "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+            "MLFLOW_TRACKING_URI": current_uri(), "MLOPS_REPLICA": name}
+        master = f"unix:{config.workspace_dir('serving') / f'{name}.sock'}"
+        cmd = gunicorn_command(spec.workers_per_replica, master, recipe.WORKER_CLASS)
+        taskset = shutil.which("taskset")
+        if cpus and taskset:
+            cmd = [taskset, "-c", ",".join(str(c) for c in cpus)] + cmd
+        prefix = limits.memory_prefix(name, spec.memory_mb_per_replica)
+        if prefix:
+            cmd = prefix + cmd
+        rec = Supervisor().start(name, cmd, port=port, url=f"http://127.0.0.1:{port}/ready",
+                                 timeout=120, env=env)
+        return Replica(name=name, url=f"http://127.0.0.1:{port}", pid=rec.pid, cpus=cpus)
 
     @staticmethod
     def _upstreams(spec: DeploymentSpec, replicas: list[Replica]) -> list[Upstream]:

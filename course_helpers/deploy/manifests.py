@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BinaryNotFoundError, CourseError
-from .docker import (CONTAINER_PORT, HEALTHCHECK_INTERVAL_S, HEALTHCHECK_RETRIES,
+from .recipe import (CONTAINER_PORT, HEALTHCHECK_INTERVAL_S, HEALTHCHECK_RETRIES,
                      HEALTHCHECK_START_S, HEALTHCHECK_TIMEOUT_S, IMAGE_REPOSITORY, MODEL_MOUNT,
                      READY_PROBE, container_env, gunicorn_command, is_registry_uri)
 from .spec import DeploymentSpec, SpecError

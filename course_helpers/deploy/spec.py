@@ -37,19 +37,22 @@ class DeploymentSpec:
     port: int = 8000  # the container port; local replicas get free ports
 
     @classmethod
-    def single_large(cls, model_uri: str, cpus: int = 2, memory_mb: int = 2048,
-                     **kw) -> "DeploymentSpec":
-        """Scale up: 1 replica with ``cpus`` workers on ``cpus`` CPUs."""
+    def single_large(cls, model_uri: str, cpus: float = 2, memory_mb: int = 2048,
+                     workers: int | None = None, **kw) -> "DeploymentSpec":
+        """Scale up: 1 replica on ``cpus`` CPUs with ``workers`` processes (default: one per CPU)."""
+        workers = workers if workers is not None else max(1, int(round(cpus)))
         return cls(model_uri=model_uri, topology="single-large", replicas=1,
-                   workers_per_replica=cpus, cpus_per_replica=float(cpus),
+                   workers_per_replica=workers, cpus_per_replica=float(cpus),
                    memory_mb_per_replica=memory_mb, **kw)
 
     @classmethod
     def many_small(cls, model_uri: str, replicas: int = 2, memory_mb: int = 2048,
-                   **kw) -> "DeploymentSpec":
-        """Scale out: ``replicas`` replicas with 1 worker and 1 CPU each (same totals)."""
+                   cpus: float | None = None, **kw) -> "DeploymentSpec":
+        """Scale out: ``replicas`` replicas with 1 worker each, sharing ``cpus`` CPUs equally
+        (default: 1 CPU each); ``memory_mb`` is the total, split equally too."""
+        per_cpu = 1.0 if cpus is None else float(cpus) / replicas
         return cls(model_uri=model_uri, topology="many-small", replicas=replicas,
-                   workers_per_replica=1, cpus_per_replica=1.0,
+                   workers_per_replica=1, cpus_per_replica=per_cpu,
                    memory_mb_per_replica=max(1, memory_mb // replicas), **kw)
 
     @property
@@ -93,10 +96,16 @@ class DeploymentSpec:
         return self.workers_per_replica * (BASE_MEMORY_MB + 3 * _model_mb(self.model_uri))
 
     def cpu_sets(self, machine_cpus: int | None = None) -> list[list[int]]:
-        """CPU numbers for each replica: consecutive, non-overlapping where possible."""
-        n = machine_cpus or len(os.sched_getaffinity(0))
+        """CPU numbers for each replica, taken from the CPUs this process may use (its
+        affinity): consecutive and non-overlapping where possible; replicas of less than
+        one CPU share CPUs, wrapping around."""
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else list(range(os.cpu_count() or 1))
+        if machine_cpus:
+            allowed = allowed[:machine_cpus] or allowed
+        n = len(allowed)
         per = max(1, int(round(self.cpus_per_replica)))
-        return [[(r * per + i) % n for i in range(per)] for r in range(self.replicas)]
+        return [[allowed[(r * per + i) % n] for i in range(per)] for r in range(self.replicas)]
 
 
 def _model_mb(uri: str) -> int:

@@ -4,7 +4,8 @@ Configured by environment variables set by ``course_helpers.loadtest.run_locust`
 ``MLOPS_LOAD_ROWS`` (JSON file with a list of rows), ``MLOPS_LOAD_MIX`` (``uniform`` or
 ``zipf``), ``MLOPS_LOAD_ZIPF_A``, ``MLOPS_LOAD_BATCH`` (rows per request) and
 ``MLOPS_LOAD_API`` (``course`` posts to /predict; ``mlflow`` posts the same rows to
-``mlflow models serve``'s /invocations, for comparisons).
+``mlflow models serve``'s /invocations, for comparisons) and ``MLOPS_LOAD_RATE`` (requests
+per second per user, at most: paced users; 0 or unset: each user fires again at once).
 """
 
 import json
@@ -14,13 +15,14 @@ import time
 from collections import defaultdict
 
 import numpy as np
-from locust import LoadTestShape, constant, events, task
+from locust import LoadTestShape, constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
 ROWS = json.loads(open(os.environ["MLOPS_LOAD_ROWS"]).read())
 MIX = os.environ.get("MLOPS_LOAD_MIX", "uniform")
 BATCH = int(os.environ.get("MLOPS_LOAD_BATCH", "1"))
 API = os.environ.get("MLOPS_LOAD_API", "course")
+RATE = float(os.environ.get("MLOPS_LOAD_RATE", "0") or 0)
 _rng = np.random.default_rng(int(os.environ.get("MLOPS_LOAD_SEED", "7")))
 if MIX == "zipf":
     a = float(os.environ.get("MLOPS_LOAD_ZIPF_A", "1.2"))
@@ -41,7 +43,9 @@ def _next_rows():
 
 
 class PredictUser(FastHttpUser):
-    wait_time = constant(0)
+    # unpaced users measure capacity (a closed loop); paced users offer a fixed rate, so a
+    # fast failure (an nginx 502 in a millisecond) is not repeated at once
+    wait_time = constant_throughput(RATE) if RATE > 0 else constant(0)
 
     @task
     def predict(self):

@@ -123,12 +123,14 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                mix: str = "uniform", zipf_a: float = 1.2, batch: int = 1,
                out_dir: str | Path | None = None, label: str = "load",
                profile: str | None = None, progress: bool = True, api: str = "course",
-               shape: str = "constant", steps: int = 4,
+               shape: str = "constant", steps: int = 4, rate_per_user: float | None = None,
                locustfile: str | Path = LOCUSTFILE) -> LoadResult:
     """Drive ``host`` (a loopback URL) with Locust for ``duration_s`` seconds.
 
     Users, spawn rate and duration default to the profile's. ``rows`` are the request
     payloads (default: 500 rows of the course dataset), picked uniformly or Zipf-skewed.
+    ``rate_per_user`` (requests/s) paces each user (Locust's ``constant_throughput``);
+    None: each user sends its next request as soon as the last one is answered.
     """
     from ..data import request_rows
 
@@ -147,7 +149,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                MLOPS_LOAD_ZIPF_A=str(zipf_a), MLOPS_LOAD_BATCH=str(batch), MLOPS_LOAD_API=api,
                MLOPS_LOAD_TIMELINE=f"{stem}.timeline.json", MLOPS_LOAD_SHAPE=shape,
                MLOPS_LOAD_USERS=str(users), MLOPS_LOAD_DURATION=str(duration_s),
-               MLOPS_LOAD_STEPS=str(steps),
+               MLOPS_LOAD_STEPS=str(steps), MLOPS_LOAD_RATE=str(rate_per_user or 0),
                LOCUST_SKIP_MONKEY_PATCH_CHECK="1")
     # tagged like supervised processes, so `mlops-course cleanup` finds a Locust whose owner died
     env[ENV_TAG] = f"{config.workspace()}::locust-{label}"

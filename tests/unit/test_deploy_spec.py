@@ -31,6 +31,43 @@ def test_cpu_sets_do_not_overlap():
     assert DeploymentSpec.single_large("m", cpus=2).cpu_sets(2) == [[0, 1]]
 
 
+def test_cpu_sets_come_from_the_affinity(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})  # `taskset -c 3`
+    half = DeploymentSpec.many_small("m", replicas=2, cpus=1)
+    assert half.cpu_sets() == [[3], [3]], "replicas of half a CPU share the one CPU allowed"
+
+
+def test_on_one_cpu_the_topologies_still_differ():
+    from course_helpers.scaling import describe, specs
+
+    one = specs("m", cpus=1)
+    big, small = one["single-large"], one["many-small"]
+    assert (big.replicas, big.workers_per_replica, big.cpus_total) == (1, 2, 1)
+    assert (small.replicas, small.workers_per_replica, small.cpus_per_replica) == (2, 1, 0.5)
+    big.validate(machine_cpus=1)
+    small.validate(machine_cpus=1)
+    assert describe(big) == "1 replica x 2 workers on 1 CPU"
+    assert describe(small) == "2 replicas x 1 worker, 0.5 CPU each"
+    two = specs("m", cpus=2)
+    assert describe(two["single-large"]) == "1 replica x 2 workers on 2 CPUs"
+    assert describe(two["many-small"]) == "2 replicas x 1 worker, 1 CPU each"
+
+
+def test_fault_damage_counts_dark_seconds_and_recovery():
+    import pandas as pd
+
+    from course_helpers.scaling import damage
+
+    tl = pd.DataFrame({"t": [100, 101, 102, 104, 105, 106],
+                       "ok": [10, 4, 0, 6, 10, 3], "failed": [0, 2, 5, 1, 0, 0]})
+    recovery, dark = damage(tl, killed_at=101.5)
+    assert recovery == 104 + 1 - 101.5
+    assert dark == 2  # 102 (only failures) and 103 (no answer at all); 106 is cut short
+    assert damage(tl.assign(ok=1, failed=0), killed_at=101.5) == (0.0, 1)  # 103: silent
+
+
 def test_nginx_config_has_weights_health_checks_and_retries(tmp_path):
     conf = render_config(tmp_path, 8080, [Upstream("model", [Server("127.0.0.1:1", 9),
                                                             Server("127.0.0.1:2", 1),

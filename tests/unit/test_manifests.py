@@ -169,12 +169,24 @@ def test_container_env_matches_the_server_settings():
 
     spec = DeploymentSpec.many_small("/models/x", replicas=2, cache="lru")
     env = container_env(spec)
-    expected = Settings(model_uri="/model", cache="lru", db=None).to_env()
+    expected = Settings(model_uri="/model", cache="lru", db=None,
+                        max_requests_per_connection=100).to_env()
     assert {k: v for k, v in env.items() if k in expected} == expected
     assert env["PROMETHEUS_MULTIPROC_DIR"] and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
-    two = container_env(DeploymentSpec.single_large("/models/x", cpus=2))
+    two = container_env(DeploymentSpec.single_large("/models/x", cpus=2, cache="lru"))
     assert two["MLOPS_REUSEPORT_BIND"] == "0.0.0.0:8000"  # workers share connections evenly
-    assert two["MLOPS_MAX_REQUESTS_PER_CONNECTION"] == "100"
+    # no confounder: one worker or two, every replica gets the same server settings
+    assert {k: v for k, v in two.items() if k.startswith("MLOPS_")} == \
+        {k: v for k, v in env.items() if k.startswith("MLOPS_")}
+
+
+@pytest.mark.unit
+def test_every_topology_runs_the_same_server_command():
+    from course_helpers.deploy.recipe import WORKER_CLASS, gunicorn_command
+
+    one, two = gunicorn_command(1), gunicorn_command(2)
+    assert WORKER_CLASS in one and WORKER_CLASS in two
+    assert [a for a in one if a != "1"] == [a for a in two if a != "2"]
 
 
 @pytest.mark.unit
