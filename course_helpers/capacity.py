@@ -46,8 +46,9 @@ def cost_table(results: dict, prices=None, provider: str | None = None):
     """Cost per million predictions of each topology of a showdown, on the priced instances.
 
     single-large runs on one instance with ``cpus_total`` vCPUs; many-small on ``replicas``
-    instances of ``cpus_per_replica`` vCPUs. The measured requests/s stays the same: what
-    changes is what the machines cost.
+    instances of ``cpus_per_replica`` vCPUs (the smallest priced instance that has them).
+    Throughput is what each topology sustained with all users on (``peak_rps``; the ramp
+    average ``rps`` only when that is missing): the capacity you would pay for.
     """
     import pandas as pd
 
@@ -59,6 +60,7 @@ def cost_table(results: dict, prices=None, provider: str | None = None):
         if key not in results:
             continue
         r = results[key]
+        rps = r.get("peak_rps") or r["rps"]
         vcpus_each = r["cpus_total"] / r["replicas"]
         match = prices[prices["vcpus"] >= vcpus_each].sort_values("usd_per_hour")
         for provider_name, group in match.groupby("provider"):
@@ -67,8 +69,8 @@ def cost_table(results: dict, prices=None, provider: str | None = None):
                 "topology": key.replace("_", "-"), "provider": provider_name,
                 "instance": inst["instance"], "instances": r["replicas"],
                 "usd_per_hour": round(inst["usd_per_hour"] * r["replicas"], 4),
-                "rps": r["rps"],
+                "sustained_rps": rps,
                 "usd_per_million": round(cost_per_million(inst["usd_per_hour"], r["replicas"],
-                                                          r["rps"]), 4),
+                                                          rps), 4),
             })
     return pd.DataFrame(rows)

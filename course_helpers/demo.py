@@ -17,11 +17,13 @@ def _table(results: dict) -> str:
     sl, ms = results["single_large"], results["many_small"]
     for key, label in (("replicas", "replicas"), ("workers_per_replica", "workers per replica"),
                        ("cpus_total", "CPUs in total"), ("requests", "requests"),
-                       ("failures", "failures"), ("rps", "requests/s (whole run)"),
-                       ("peak_rps", "requests/s (all users on)"), ("p50_ms", "p50 ms"),
+                       ("failures", "failures"), ("rps", "requests/s (over the ramp)"),
+                       ("peak_rps", "requests/s (sustained, all users on)"), ("p50_ms", "p50 ms"),
                        ("p95_ms", "p95 ms"), ("generator_cpu", "Locust CPU (cores)")):
         rows.append((label, f"{sl[key]:g}", f"{ms[key]:g}"))
-    for key, label in (("failed_requests", "fault: failed requests"),
+    for key, label in (("requests", "fault: requests"),
+                       ("failed_requests", "fault: failed requests"),
+                       ("failed_ratio", "fault: failed ratio"),
                        ("recovery_s", "fault: recovery s"), ("dark_s", "fault: dark seconds")):
         rows.append((label, f"{sl['fault_injection'][key]:g}", f"{ms['fault_injection'][key]:g}"))
     w = max(len(r[0]) for r in rows)
@@ -58,7 +60,8 @@ def write_outputs(results: dict, out_dir: Path) -> list[Path]:
     report = [
         "# Scaling showdown: single-large vs many-small",
         "",
-        f"Profile `{clean['profile']}`, backend `{clean['backend']}`, model `{clean.get('model')}`.",
+        f"Profile `{clean['profile']}`, backend `{clean['backend']}`, model `{clean.get('model')}`; "
+        f"{clean.get('comparison', '')}.",
         "",
         "```", _table(clean), "```",
         "",

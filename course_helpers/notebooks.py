@@ -1,11 +1,16 @@
 """Run lesson notebooks headless, the way CI and instructors do, and measure each one.
 
 For every notebook: wall time, peak resident memory of the kernel's whole process
-tree (kernel plus every server it started), and whatever it left running.
+tree (kernel plus every server it started), the slowest cells, and whatever it left
+running; :func:`run_all` prints them as a table and writes ``results.json`` and
+``results.csv``, with the ``classroom`` budget (90 s, 1.6 GB) beside each figure. Run it
+pinned to one CPU, as on Binder, with ``taskset -c 0 mlops-course notebooks`` (or
+``cpus=[0]``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,6 +19,10 @@ import time
 from pathlib import Path
 
 from . import config
+
+#: The classroom budget of one lesson, whole process tree (see the design notes).
+BUDGET_S = 90.0
+BUDGET_MB = 1600.0
 
 
 @dataclasses.dataclass
@@ -27,6 +36,13 @@ class NotebookResult:
     error: str = ""
     left_running: list[str] = dataclasses.field(default_factory=list)
     output: str = ""
+    cpus: int = 0  # CPUs the kernel could use
+    slowest_cells: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+
+    @property
+    def within_budget(self) -> bool:
+        """Fits the classroom budget: 90 s wall time and 1.6 GB peak for the process tree."""
+        return self.seconds <= BUDGET_S and self.peak_rss_mb <= BUDGET_MB
 
 
 class TreeMemorySampler:
@@ -97,9 +113,28 @@ def has_outputs(path: str | Path) -> list[int]:
             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
 
 
+@contextlib.contextmanager
+def pinned(cpus: list[int] | None):
+    """Run the body with this process (and so every child it starts) on ``cpus`` only."""
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def run_notebook(path: str | Path, profile: str = "smoke", timeout_s: int | None = None,
-                 save_to: Path | None = None) -> NotebookResult:
-    """Execute one notebook top to bottom in ``profile``; never raises for notebook errors."""
+                 save_to: Path | None = None, cpus: list[int] | None = None,
+                 env: dict[str, str] | None = None) -> NotebookResult:
+    """Execute one notebook top to bottom in ``profile``; never raises for notebook errors.
+
+    ``cpus`` pins the kernel and all it starts to those CPUs (``[0]``: a Binder-like single
+    CPU); ``env`` adds variables for the kernel (e.g. ``MLOPS_BACKEND``).
+    """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -115,14 +150,22 @@ def run_notebook(path: str | Path, profile: str = "smoke", timeout_s: int | None
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.on_notebook_start = lambda **_: sampler.start(client.km.provisioner.pid)
+    cell_started: dict[int, float] = {}
+    cell_seconds: dict[int, float] = {}
+    client.on_cell_execute = lambda cell, cell_index, **_: cell_started.__setitem__(
+        cell_index, time.perf_counter())
+    client.on_cell_executed = lambda cell, cell_index, **_: cell_seconds.__setitem__(
+        cell_index, time.perf_counter() - cell_started.get(cell_index, time.perf_counter()))
     before = {r.name for r in Supervisor().records()}
-    old_env = {k: os.environ.get(k) for k in ("MLOPS_PROFILE", "MPLBACKEND")}
-    os.environ["MLOPS_PROFILE"] = prof.name
-    os.environ["MPLBACKEND"] = "Agg"
+    extra = {"MLOPS_PROFILE": prof.name, "MPLBACKEND": "Agg", **(env or {})}
+    old_env = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
     error = ""
     start = time.perf_counter()
     try:
-        client.execute()
+        with pinned(cpus):
+            n_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+            client.execute()
     except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
         error = str(err).strip().splitlines()[-1][:500] if str(err).strip() else type(err).__name__
         error = f"{type(err).__name__}: {error}"
@@ -146,21 +189,60 @@ def run_notebook(path: str | Path, profile: str = "smoke", timeout_s: int | None
     ok = not error and not left
     if left and not error:
         error = f"left running after the last cell: {', '.join(left)}"
+    slowest = sorted(((i, round(t, 1)) for i, t in cell_seconds.items()),
+                     key=lambda x: -x[1])[:3]
     return NotebookResult(path.stem, ok, round(seconds, 2), round(peak / 2**20, 1), error, left,
-                          str(save_to / path.name) if save_to else "")
+                          str(save_to / path.name) if save_to else "", n_cpus, slowest)
 
 
-def run_all(names: list[str] | None = None, profile: str = "smoke") -> list[NotebookResult]:
-    """Run notebooks in order, print a table, and write ``reports/notebooks-<profile>.json``."""
+def outputs_text(path: str | Path) -> str:
+    """All text outputs of an executed notebook (streams and plain-text results), joined."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                parts.append(out.get("text", ""))
+            elif "data" in out and "text/plain" in out["data"]:
+                parts.append(out["data"]["text/plain"])
+    return "\n".join(parts)
+
+
+def render_table(results: list[NotebookResult], profile: str) -> str:
+    """One line per notebook: seconds and peak MB against the classroom budget."""
+    lines = [f"{'notebook':<46} {'CPUs':>4} {'seconds':>8} {'peak MB':>8}  "
+             f"{'budget':<7} {'slowest cells (index: s)':<26} status"]
+    for r in results:
+        budget = "ok" if r.within_budget else "OVER"
+        cells = ", ".join(f"{i}: {t:g}" for i, t in r.slowest_cells)
+        status = "ok" if r.ok else f"FAILED: {r.error[:80]}"
+        lines.append(f"{r.name:<46} {r.cpus:>4} {r.seconds:8.1f} {r.peak_rss_mb:8.1f}  "
+                     f"{budget:<7} {cells:<26} {status}")
+    lines.append(f"budget ({profile} profile is what it applies to): {BUDGET_S:g} s and "
+                 f"{BUDGET_MB:g} MB per notebook, whole process tree")
+    return "\n".join(lines)
+
+
+def run_all(names: list[str] | None = None, profile: str = "smoke",
+            cpus: list[int] | None = None) -> list[NotebookResult]:
+    """Run notebooks in order, print a table, and write ``results.json`` and
+    ``results.csv`` under ``<workspace>/reports/notebooks/<profile>/``."""
     out_dir = config.workspace_dir("reports", "notebooks", profile)
     results = []
     for path in notebook_paths(names):
         print(f"running {path.name} ({profile}) ...", flush=True)
-        res = run_notebook(path, profile=profile, save_to=out_dir)
+        res = run_notebook(path, profile=profile, save_to=out_dir, cpus=cpus)
         results.append(res)
         status = "ok" if res.ok else f"FAILED: {res.error}"
         print(f"  {res.seconds:7.1f} s  peak {res.peak_rss_mb:7.1f} MB  {status}", flush=True)
-    report = out_dir / "results.json"
-    report.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=2))
-    print(f"executed notebooks and results.json in {out_dir}")
+    rows = [dataclasses.asdict(r) | {"within_budget": r.within_budget} for r in results]
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    with open(out_dir / "results.csv", "w") as fh:
+        fh.write("notebook,cpus,seconds,peak_rss_mb,within_budget,ok\n")
+        for r in results:
+            fh.write(f"{r.name},{r.cpus},{r.seconds},{r.peak_rss_mb},{r.within_budget},{r.ok}\n")
+    print(render_table(results, profile))
+    print(f"executed notebooks, results.json and results.csv in {out_dir}")
     return results

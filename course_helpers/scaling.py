@@ -25,8 +25,9 @@ from .loadtest import LoadResult, run_locust
 TOPOLOGY_KEYS = {"single-large": "single_large", "many-small": "many_small"}
 
 
-#: The fault round offers this share of the capacity measured in the load round: one of
-#: two replicas can carry it alone, so a crash should cost retries, not failures.
+#: The fault round offers this share of the capacity measured in the first load round, to
+#: both topologies: one of two replicas can carry it alone, so a crash should cost
+#: retries, not failures.
 FAULT_LOAD_SHARE = 0.5
 
 
@@ -110,23 +111,40 @@ class Rehearsal:
 
 def under_load(dep: Deployment, actions: list[tuple[float, str, Callable[[], object]]], *,
                users: int, duration_s: int, label: str, progress: bool = True,
-               rate_per_user: float | None = None) -> Rehearsal:
+               rate_per_user: float | None = None, start_timeout_s: float = 60.0) -> Rehearsal:
     """Load ``dep`` for ``duration_s`` and, meanwhile, call each ``(at_s, name, fn)`` of
-    ``actions`` ``at_s`` seconds after the start (in order; a slow action delays the next).
+    ``actions`` ``at_s`` seconds after the load began (its first request: Locust itself
+    takes seconds to start on a busy machine), in order; a slow action delays the next.
     ``rate_per_user``: requests/s per user at most (None: unpaced)."""
+    import os
+    import tempfile
+
     box: dict = {}
+    fd, marker = tempfile.mkstemp(prefix="locust-started-", dir=config.workspace_dir("loadtests"))
+    os.close(fd)
+    os.unlink(marker)
 
     def drive() -> None:
         try:
             box["load"] = run_locust(dep.url, users=users, spawn_rate=users,
                                      duration_s=duration_s, label=label, progress=progress,
-                                     rate_per_user=rate_per_user)
+                                     rate_per_user=rate_per_user, started_file=marker)
         except BaseException as err:  # surfaced below
             box["error"] = err
 
     thread = threading.Thread(target=drive, daemon=True)
-    started = time.time()
+    launched = time.time()
     thread.start()
+    while not os.path.exists(marker):  # the first request, or Locust gave up
+        if not thread.is_alive() or time.time() - launched > start_timeout_s:
+            break
+        time.sleep(0.05)
+    try:
+        with open(marker) as fh:
+            started = float(fh.read())
+        os.unlink(marker)
+    except (OSError, ValueError):
+        started = launched  # no request at all: the error (if any) surfaces below
     events, finished = {}, {}
     for at_s, name, fn in actions:
         time.sleep(max(0.0, started + at_s - time.time()))
@@ -223,7 +241,9 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
             log(f"  load: {sustained:.0f} req/s sustained with all users on "
                 f"({load.rps:.0f} over the ramp), p95 {load.p95_ms:.0f} ms, "
                 f"{load.failures} failures")
-            rate = max(0.5, FAULT_LOAD_SHARE * sustained / prof.users)
+            # the same offered load for both topologies: set by the first load round
+            rate = out.setdefault("fault_rate_per_user",
+                                  round(max(0.5, FAULT_LOAD_SHARE * sustained / prof.users), 2))
             log(f"  fault round: {prof.users} users at {rate:.1f} req/s each, {fault_s} s, "
                 f"replica 0 killed at {fault_s / 3:.0f} s")
             fault = fault_round(be, dep, users=prof.users, duration_s=fault_s,

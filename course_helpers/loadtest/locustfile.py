@@ -65,9 +65,22 @@ TIMELINE_FILE = os.environ.get("MLOPS_LOAD_TIMELINE")
 _timeline = defaultdict(lambda: [0, 0, []])
 
 
+# Written at the first response (epoch seconds), so that a caller timing actions "N seconds
+# into the load" counts from when the load really began: starting Locust itself takes
+# seconds on a busy machine.
+STARTED_FILE = os.environ.get("MLOPS_LOAD_STARTED")
+_started = []
+
+
 @events.request.add_listener
 def _record(request_type, name, response_time, response_length, exception=None, **kw):
-    slot = _timeline[int(time.time())]
+    now = time.time()
+    if STARTED_FILE and not _started:
+        _started.append(now - response_time / 1000)
+        with open(STARTED_FILE + ".tmp", "w") as fh:
+            fh.write(repr(_started[0]))
+        os.replace(STARTED_FILE + ".tmp", STARTED_FILE)
+    slot = _timeline[int(now)]
     if exception is None:
         slot[0] += 1
     else:

@@ -124,6 +124,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                out_dir: str | Path | None = None, label: str = "load",
                profile: str | None = None, progress: bool = True, api: str = "course",
                shape: str = "constant", steps: int = 4, rate_per_user: float | None = None,
+               started_file: str | Path | None = None,
                locustfile: str | Path = LOCUSTFILE) -> LoadResult:
     """Drive ``host`` (a loopback URL) with Locust for ``duration_s`` seconds.
 
@@ -131,6 +132,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
     payloads (default: 500 rows of the course dataset), picked uniformly or Zipf-skewed.
     ``rate_per_user`` (requests/s) paces each user (Locust's ``constant_throughput``);
     None: each user sends its next request as soon as the last one is answered.
+    ``started_file``: Locust writes the epoch second its first request was sent there.
     """
     from ..data import request_rows
 
@@ -150,6 +152,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                MLOPS_LOAD_TIMELINE=f"{stem}.timeline.json", MLOPS_LOAD_SHAPE=shape,
                MLOPS_LOAD_USERS=str(users), MLOPS_LOAD_DURATION=str(duration_s),
                MLOPS_LOAD_STEPS=str(steps), MLOPS_LOAD_RATE=str(rate_per_user or 0),
+               MLOPS_LOAD_STARTED=str(started_file or ""),
                LOCUST_SKIP_MONKEY_PATCH_CHECK="1")
     # tagged like supervised processes, so `mlops-course cleanup` finds a Locust whose owner died
     env[ENV_TAG] = f"{config.workspace()}::locust-{label}"
@@ -165,9 +168,9 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                                 start_new_session=True)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import Phase
 
-        bar = tqdm(total=duration_s, desc=f"locust {label}", unit="s", leave=False)
+        bar = Phase(f"locust {label}", duration_s, unit="s")
     deadline = start + duration_s + 45
     rusage = None
     try:
@@ -181,8 +184,7 @@ def run_locust(host: str, *, users: int | None = None, spawn_rate: int | None = 
                 raise CourseError(f"locust did not finish within {duration_s + 45} s; "
                                   f"see {log_path}")
             if bar is not None:
-                bar.n = min(duration_s, int(time.monotonic() - start))
-                bar.refresh()
+                bar.update_to(int(time.monotonic() - start))
             time.sleep(0.2)
     except BaseException:
         if proc.returncode is None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from course_helpers.notebooks import has_outputs, notebook_paths, run_notebook
+from course_helpers.notebooks import has_outputs, notebook_paths, outputs_text, run_notebook
 
 NOTEBOOKS = notebook_paths()
 
@@ -28,7 +28,8 @@ def test_notebook_runs_in_smoke_profile(path, workspace, record_property, monkey
     assert not written, f"{path.name} wrote into the repository: {sorted(written)[:5]}"
     record_property("seconds", result.seconds)
     record_property("peak_rss_mb", result.peak_rss_mb)
-    print(f"\n{path.stem}: {result.seconds} s, peak {result.peak_rss_mb} MB (kernel tree)")
+    print(f"\n{path.stem}: {result.seconds} s, peak {result.peak_rss_mb} MB (kernel tree), "
+          f"slowest cells {result.slowest_cells}")
     assert result.ok, result.error
     assert result.peak_rss_mb > 0
 
@@ -52,6 +53,40 @@ def test_harness_reports_a_failing_cell_and_leftovers(tmp_path, workspace):
     res = run_notebook(leaky, profile="smoke")
     assert not res.ok and res.left_running == ["forgotten"]
     assert "left running" in res.error
+
+
+@pytest.mark.notebooks
+def test_lesson_02_on_one_cpu_still_compares_two_topologies(workspace):
+    """As on Binder: the kernel and every server it starts pinned to one CPU (taskset -c 0)."""
+    import os
+
+    from tests.helpers import need
+
+    need(0 in os.sched_getaffinity(0), "CPU 0 in this process's affinity")
+    path = next(p for p in NOTEBOOKS if p.stem.startswith("02_"))
+    result = run_notebook(path, profile="smoke", cpus=[0], env={"MLOPS_BACKEND": "local"},
+                          save_to=workspace / "executed-1cpu")
+    print(f"\n{path.stem} on CPU 0: {result.seconds} s, peak {result.peak_rss_mb} MB")
+    assert result.ok, result.error
+    assert result.cpus == 1
+    text = outputs_text(workspace / "executed-1cpu" / path.name)
+    assert ("1 CPU: 1 replica x 2 workers on 1 CPU against "
+            "2 replicas x 1 worker, 0.5 CPU each") in text
+    assert os.sched_getaffinity(0) != {0} or os.cpu_count() == 1, "the harness unpinned itself"
+
+
+@pytest.mark.unit
+def test_harness_table_flags_notebooks_over_budget():
+    from course_helpers.notebooks import NotebookResult, render_table
+
+    fast = NotebookResult("00_fast", True, 12.0, 300.0, cpus=1, slowest_cells=[(3, 8.0)])
+    slow = NotebookResult("03_slow", True, 142.0, 1460.0, cpus=1)
+    big = NotebookResult("05_big", True, 60.0, 1700.0, cpus=1)
+    assert fast.within_budget and not slow.within_budget and not big.within_budget
+    table = render_table([fast, slow, big], "classroom")
+    lines = table.splitlines()
+    assert "ok" in lines[1] and "OVER" in lines[2] and "OVER" in lines[3]
+    assert "3: 8" in lines[1]
 
 
 DOCKER_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem.startswith("04_")]

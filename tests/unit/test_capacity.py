@@ -33,3 +33,19 @@ def test_cost_table_uses_the_editable_prices():
     assert set(table.topology) == {"single-large", "many-small"}
     ms = table[(table.topology == "many-small") & (table.provider == "aws")].iloc[0]
     assert ms.instances == 2 and ms.instance == "c7g.medium"
+
+
+def test_cost_table_prices_the_sustained_throughput():
+    results = {"single_large": {"rps": 350, "peak_rps": 700, "cpus_total": 2, "replicas": 1}}
+    table = capacity.cost_table(results, capacity.load_prices(), provider="aws")
+    row = table.iloc[0]
+    assert row.sustained_rps == 700, "the ramp average (rps) is not the capacity"
+    assert math.isclose(row.usd_per_million, capacity.cost_per_million(0.0725, 1, 700), abs_tol=1e-4)
+
+
+def test_shipped_prices_are_linear_per_vcpu_within_a_family():
+    """Lesson 02 says so: same price per vCPU at every size of one family."""
+    prices = capacity.load_prices()
+    aws = prices[prices.instance.str.startswith("c7g.")]
+    per_vcpu = aws.usd_per_hour / aws.vcpus
+    assert per_vcpu.max() / per_vcpu.min() < 1.01
