@@ -366,7 +366,7 @@ class Supervisor:
             if self.stop(rec.name):
                 stopped.append(f"{rec.kind} {rec.name}")
         stopped += _kill_tagged(str(self.workspace))
-        from .deploy.limits import remove_empty
+        from .limits import remove_empty
 
         remove_empty()
         if containers:

@@ -12,13 +12,13 @@ where the OS allows it (root); elsewhere (Binder) they are validated but not enf
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import threading
 import time
 
+from .. import limits
 from ..supervisor import Supervisor, free_port
-from . import limits, recipe
+from . import recipe
 from .base import Deployment, Replica
 from .nginx import LoadBalancer, Server, Upstream
 from .spec import DeploymentSpec
@@ -139,12 +139,8 @@ class LocalBackend:
             "MLFLOW_TRACKING_URI": current_uri(), "MLOPS_REPLICA": name}
         master = f"unix:{config.workspace_dir('serving') / f'{name}.sock'}"
         cmd = gunicorn_command(spec.workers_per_replica, master, recipe.WORKER_CLASS)
-        taskset = shutil.which("taskset")
-        if cpus and taskset:
-            cmd = [taskset, "-c", ",".join(str(c) for c in cpus)] + cmd
-        prefix = limits.memory_prefix(name, spec.memory_mb_per_replica)
-        if prefix:
-            cmd = prefix + cmd
+        cmd = limits.cpu_prefix(cpus) + cmd
+        cmd = (limits.memory_prefix(name, spec.memory_mb_per_replica) or []) + cmd
         rec = Supervisor().start(name, cmd, port=port, url=f"http://127.0.0.1:{port}/ready",
                                  timeout=120, env=env)
         return Replica(name=name, url=f"http://127.0.0.1:{port}", pid=rec.pid, cpus=cpus)

@@ -92,7 +92,7 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
         if taskset:
             cmd = [taskset, "-c", ",".join(str(c) for c in cpus)] + cmd
     if memory_mb:
-        from ..deploy.limits import memory_prefix
+        from ..limits import memory_prefix
 
         prefix = memory_prefix(name, memory_mb)
         if prefix:

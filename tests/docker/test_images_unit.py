@@ -69,7 +69,7 @@ def test_dockerfiles_install_offline_and_drop_root():
 
 def test_files_land_under_app_and_cannot_escape():
     from course_helpers.errors import CourseError
-    from course_helpers.images import _context_path
+    from course_helpers.images.build import _context_path
 
     assert str(_context_path("serve.py")) == "app/serve.py"
     assert str(_context_path("/etc/nginx/conf.d/lb.conf")) == "etc/nginx/conf.d/lb.conf"

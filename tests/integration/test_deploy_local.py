@@ -67,7 +67,7 @@ def test_many_small_up_scale_down(workspace, logreg_uri):
         status = backend.status(dep)
         assert [s["ready"] for s in status] == [True, True]
         assert [s["cpus"] for s in status] == [[0], [1]]
-        from course_helpers.deploy import limits
+        from course_helpers import limits
 
         for s in status:  # really pinned, and (as root) really limited
             import psutil

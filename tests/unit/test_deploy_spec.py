@@ -84,3 +84,18 @@ def test_nginx_config_refuses_an_empty_upstream(tmp_path):
 
     with pytest.raises(CourseError, match="no server with a positive weight"):
         render_config(tmp_path, 8080, [Upstream("model", [Server("127.0.0.1:1", 0)])])
+
+
+def test_ground_floor_does_not_reach_up_into_deploy():
+    """Limits and cgroups live under the supervisor and the server, not in deploy/."""
+    from pathlib import Path
+
+    import course_helpers
+    from course_helpers.deploy.recipe import _course_imports
+
+    root = Path(course_helpers.__file__).parent
+    for module, path in (("course_helpers.supervisor", root / "supervisor.py"),
+                         ("course_helpers.serving.server", root / "serving" / "server.py"),
+                         ("course_helpers.limits", root / "limits.py")):
+        reached = {m for m in _course_imports(path, module) if m.startswith("course_helpers.deploy")}
+        assert not reached, f"{module} imports {sorted(reached)}"
