@@ -128,7 +128,8 @@ def throughput_and_p95(timelines: dict, kill_at: dict | None = None, axes=None):
 
 
 def topology_bars(results: dict, ax=None):
-    """Side-by-side bars of requests/s and p95 for the two topologies of a showdown."""
+    """Side-by-side bars for the two topologies of a showdown: sustained requests/s, p95,
+    and the share of requests that failed in the fault round (with its dark seconds)."""
     import matplotlib.pyplot as plt
 
     keys = [k for k in ("single_large", "many_small") if k in results]
@@ -144,10 +145,13 @@ def topology_bars(results: dict, ax=None):
         axis.bar_label(bars, labels=[f"{v:.0f}" for v in values])
         axis.set_title(title)
         axis.set_ylim(0, max(values) * 1.25 or 1)
-    failed = [results[k]["fault_injection"]["failed_requests"] for k in keys]
+    faults = [results[k]["fault_injection"] for k in keys]
+    failed = [100 * f.get("failed_ratio", f["failed_requests"] / max(1, f.get("requests", 1)))
+              for f in faults]
     bars = ax[2].bar(names, failed, color=colours)
-    ax[2].bar_label(bars, labels=[str(v) for v in failed])
-    ax[2].set_title("Failed requests when a replica dies")
+    ax[2].bar_label(bars, labels=[f"{v:.1f}% ({f.get('dark_s', 0)} dark s)"
+                                  for v, f in zip(failed, faults)])
+    ax[2].set_title("Failed requests when a replica dies (%)")
     ax[2].set_ylim(0, max(failed) * 1.25 or 1)
     ax[0].figure.tight_layout()
     return ax
