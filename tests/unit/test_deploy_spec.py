@@ -72,7 +72,8 @@ def test_nginx_config_has_weights_health_checks_and_retries(tmp_path):
     conf = render_config(tmp_path, 8080, [Upstream("model", [Server("127.0.0.1:1", 9),
                                                             Server("127.0.0.1:2", 1),
                                                             Server("127.0.0.1:3", 0)])])
-    assert "server 127.0.0.1:1 weight=9 max_fails=1" in conf
+    assert "server 127.0.0.1:1 weight=9 max_fails=3 fail_timeout=2s" in conf
+    assert "keepalive_timeout 4s;" in conf  # shorter than the server's keep-alive (5 s)
     assert "127.0.0.1:3" not in conf, "weight 0 takes a server out of rotation"
     assert "proxy_next_upstream error timeout http_502 http_503" in conf
     assert "listen 127.0.0.1:8080;" in conf and "daemon off;" in conf
