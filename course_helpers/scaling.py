@@ -205,10 +205,13 @@ def peak_rps(load: LoadResult) -> float:
 
 
 def showdown(profile: str | None = None, backend: str = "auto", model_kind: str = "forest",
-             progress: bool = True, log=print, cpus: int | None = None) -> dict:
+             progress: bool = True, log=print, cpus: int | None = None,
+             load_s: int | None = None, fault_s: int | None = None) -> dict:
     """Deploy each topology in turn, load-test it, kill a replica under load, tear it down.
 
     ``cpus`` defaults to what this process may use (affinity and cgroup quota), at most 2.
+    ``load_s`` (default: the profile's duration) and ``fault_s`` (default: half of it, at
+    least 10) are the lengths of the two rounds, in seconds.
     Returns ``{"profile", "backend", "cpus", "comparison", "single_large": {...},
     "many_small": {...}}`` plus the LoadResults and timelines under ``"_runs"`` (not
     serialised).
@@ -226,7 +229,8 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
     log(f"profile {prof.name}, backend {be.name}; {comparison}")
     log(f"preparing the {model_kind} model")
     uri = model.prepare(model_kind, profile=prof.name)
-    fault_s = max(10, prof.duration_s // 2)
+    load_s = load_s or prof.duration_s
+    fault_s = fault_s or max(10, prof.duration_s // 2)
     out: dict = {"profile": prof.name, "backend": be.name, "model": model_kind, "cpus": cpus,
                  "comparison": comparison, "_runs": {}}
     for topology, spec in specs(uri, cpus=cpus).items():
@@ -234,8 +238,8 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
         log(f"{topology}: {describe(spec)}: starting")
         dep = be.up(spec)
         try:
-            log(f"  load round: {prof.users} users in 4 steps, {prof.duration_s} s")
-            load = load_round(dep, users=prof.users, duration_s=prof.duration_s,
+            log(f"  load round: {prof.users} users in 4 steps, {load_s} s")
+            load = load_round(dep, users=prof.users, duration_s=load_s,
                               label=f"{topology}-load", shape="step", progress=progress)
             sustained = peak_rps(load)
             log(f"  load: {sustained:.0f} req/s sustained with all users on "

@@ -28,7 +28,9 @@ def test_notebook_runs_in_smoke_profile(path, workspace, record_property, monkey
     assert not written, f"{path.name} wrote into the repository: {sorted(written)[:5]}"
     record_property("seconds", result.seconds)
     record_property("peak_rss_mb", result.peak_rss_mb)
-    print(f"\n{path.stem}: {result.seconds} s, peak {result.peak_rss_mb} MB (kernel tree), "
+    record_property("peak_pss_mb", result.peak_pss_mb)
+    print(f"\n{path.stem}: {result.seconds} s, peak PSS {result.peak_pss_mb} MB, "
+          f"RSS {result.peak_rss_mb} MB (kernel tree), "
           f"slowest cells {result.slowest_cells}")
     assert result.ok, result.error
     assert result.peak_rss_mb > 0
@@ -81,8 +83,10 @@ def test_harness_table_flags_notebooks_over_budget():
 
     fast = NotebookResult("00_fast", True, 12.0, 300.0, cpus=1, slowest_cells=[(3, 8.0)])
     slow = NotebookResult("03_slow", True, 142.0, 1460.0, cpus=1)
-    big = NotebookResult("05_big", True, 60.0, 1700.0, cpus=1)
+    big = NotebookResult("05_big", True, 60.0, 1900.0, cpus=1, peak_pss_mb=1700.0)
+    shared = NotebookResult("02_forked", True, 60.0, 1900.0, cpus=1, peak_pss_mb=1200.0)
     assert fast.within_budget and not slow.within_budget and not big.within_budget
+    assert shared.within_budget, "pages shared by forked workers count once"
     table = render_table([fast, slow, big], "classroom")
     lines = table.splitlines()
     assert "ok" in lines[1] and "OVER" in lines[2] and "OVER" in lines[3]
