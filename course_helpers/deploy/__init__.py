@@ -31,7 +31,7 @@ def get_backend(name: str = "auto", *, verbose: bool = True) -> Backend:
         return DockerBackend()
     from .local import LocalBackend
 
-    return LocalBackend()
+    return LocalBackend(verbose=verbose)
 
 
 __all__ = ["Backend", "Deployment", "DeploymentSpec", "Replica", "SpecError", "crash_and_recover",

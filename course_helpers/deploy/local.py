@@ -33,8 +33,10 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, restart: bool = True, watch_interval_s: float = 0.25) -> None:
+    def __init__(self, restart: bool = True, watch_interval_s: float = 0.25,
+                 verbose: bool = False) -> None:
         self.restart = restart
+        self.verbose = verbose
         self.watch_interval_s = watch_interval_s
         self._watchers: dict[str, tuple[threading.Event, threading.Thread]] = {}
         self._lock = threading.Lock()
@@ -42,12 +44,27 @@ class LocalBackend:
 
     # lifecycle -----------------------------------------------------------------
     def up(self, spec: DeploymentSpec) -> Deployment:
+        import concurrent.futures
+
         spec.validate()
         sets = spec.cpu_sets()
-        replicas = []
+        started = time.monotonic()
+        if self.verbose:
+            print(f"{spec.name}: starting {spec.replicas} replica(s), each loads the model...",
+                  flush=True)
+        # replicas start side by side (each loads the model: seconds of CPU), then nginx
+        with concurrent.futures.ThreadPoolExecutor(max_workers=spec.replicas) as pool:
+            futures = [pool.submit(self._start_replica, spec, i, sets[i])
+                       for i in range(spec.replicas)]
+            concurrent.futures.wait(futures)
+        replicas = [f.result() for f in futures if f.exception() is None]
         try:
-            for i in range(spec.replicas):
-                replicas.append(self._start_replica(spec, i, sets[i]))
+            for f in futures:
+                if f.exception() is not None:
+                    raise f.exception()
+            if self.verbose:
+                print(f"{spec.name}: {len(replicas)} replica(s) ready in "
+                      f"{time.monotonic() - started:.1f} s", flush=True)
             lb = LoadBalancer(f"{spec.name}-lb").start(self._upstreams(spec, replicas))
         except BaseException:
             for r in replicas:
