@@ -13,12 +13,13 @@ OFFLINE_BASE := mlops-course/base:bookworm
 BASE_IMAGE ?= $(OFFLINE_BASE)
 export BASE_IMAGE
 
-.PHONY: help setup system-deps base-image demo test test-fast lock clean
+.PHONY: help setup system-deps base-image demo test test-fast budget lock clean
 
 help:
 	@echo "make demo    set up, then run the flagship demo (PROFILE=$(PROFILE))"
 	@echo "make test    set up (Debian packages, offline base image, venv), then run every test"
 	@echo "make setup   only the Python environment in $(VENV)"
+	@echo "make budget  run the lessons as on Binder (classroom, local backend, one CPU): time and memory"
 	@echo "make lock    re-resolve pins from pyproject.toml and regenerate derived files"
 	@echo "make clean   stop everything the helpers started and remove the workspace"
 
@@ -55,6 +56,14 @@ test: setup system-deps base-image
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "unit or integration" $(PYTEST_ARGS)
+
+# Each lesson against its budget (90 s, 1.6 GB) where students run it: one CPU, no Docker
+# (DOCKER_HOST points nowhere, so lessons take their no-engine path, as on Binder).
+# NOTEBOOKS="02_scaling_vertical_vs_horizontal" runs only those; the table and
+# results.csv land under .mlops/reports/notebooks/classroom/.
+budget: setup
+	MLOPS_BACKEND=local DOCKER_HOST=unix:///nonexistent.sock taskset -c 0 \
+	  $(BIN)/mlops-course notebooks --profile classroom $(NOTEBOOKS)
 
 lock: setup
 	$(BIN)/python scripts/lock.py
