@@ -27,8 +27,11 @@ def test_demo_smoke_docker_writes_results(workspace, tmp_path):
     assert res["backend"] == "docker"
     for key in ("single_large", "many_small"):
         assert res[key]["failures"] == 0 and res[key]["requests"] > 0
-    assert res["many_small"]["fault_injection"]["failed_requests"] < \
-        res["single_large"]["fault_injection"]["failed_requests"]
+    ms, sl = res["many_small"]["fault_injection"], res["single_large"]["fault_injection"]
+    assert {"failed_ratio", "dark_s", "recovery_s", "rate_per_user"} <= ms.keys()
+    # the goal of the fault round: the survivor carries the load, the single replica goes dark
+    assert ms["failed_ratio"] < 0.01 and ms["dark_s"] == 0, ms
+    assert sl["dark_s"] >= 1 and sl["failed_ratio"] > ms["failed_ratio"], sl
     import docker
 
     left = docker.from_env(version="auto").containers.list(

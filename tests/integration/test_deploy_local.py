@@ -169,8 +169,11 @@ def test_demo_smoke_local_writes_results(workspace, tmp_path):
                 "workers_per_replica", "cpus_total"} <= r.keys()
         assert r["failures"] == 0 and r["requests"] > 0
         assert {"failed_requests", "recovery_s"} <= r["fault_injection"].keys()
-    assert res["many_small"]["fault_injection"]["failed_requests"] < \
-        res["single_large"]["fault_injection"]["failed_requests"]
+    ms, sl = res["many_small"]["fault_injection"], res["single_large"]["fault_injection"]
+    assert {"failed_ratio", "dark_s", "recovery_s", "rate_per_user"} <= ms.keys()
+    # the goal of the fault round: the survivor carries the load, the single replica goes dark
+    assert ms["failed_ratio"] < 0.01 and ms["dark_s"] == 0, ms
+    assert sl["dark_s"] >= 1 and sl["failed_ratio"] > ms["failed_ratio"], sl
     for name in ("load.png", "fault.png", "topologies.png", "report.md"):
         assert (out / name).stat().st_size > 0
     from course_helpers.supervisor import Supervisor

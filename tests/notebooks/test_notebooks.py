@@ -66,8 +66,10 @@ def test_lesson_02_on_one_cpu_still_compares_two_topologies(workspace):
 
     need(0 in os.sched_getaffinity(0), "CPU 0 in this process's affinity")
     path = next(p for p in NOTEBOOKS if p.stem.startswith("02_"))
+    # one CPU shared by the kernel, four servers and Locust: allow a slow cell (this test is
+    # about what is compared; the time budget is the harness's table, not an assertion)
     result = run_notebook(path, profile="smoke", cpus=[0], env={"MLOPS_BACKEND": "local"},
-                          save_to=workspace / "executed-1cpu")
+                          save_to=workspace / "executed-1cpu", timeout_s=600)
     print(f"\n{path.stem} on CPU 0: {result.seconds} s, peak {result.peak_rss_mb} MB")
     assert result.ok, result.error
     assert result.cpus == 1
