@@ -36,6 +36,8 @@ from .errors import CourseError
 SERVER_NAME = "mlflow"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: the version ``@champion`` pointed to before its last move: what :func:`rollback` restores
+PREVIOUS = "previous"
 
 #: Nothing leaves loopback (MLflow ignores ``DO_NOT_TRACK=1``; it wants ``true``).
 TELEMETRY_ENV = {
@@ -161,15 +163,14 @@ def using(uri: str | None = None) -> Iterator[str]:
     uri = check(uri)
     quiet()
     import mlflow
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
     before_env = os.environ.get("MLFLOW_TRACKING_URI")
-    before = tracking_utils._tracking_uri
+    before = mlflow.get_tracking_uri()  # what the fluent API resolved to before
     mlflow.set_tracking_uri(uri)
     try:
         yield uri
     finally:
-        tracking_utils._tracking_uri = before
+        mlflow.set_tracking_uri(before)
         if before_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
@@ -456,48 +457,84 @@ class Promotion:
 
 def promote(name: str, version: str | int, alias: str = CHAMPION, reason: str = "",
             uri: str | None = None) -> Promotion:
-    """Point ``name@alias`` at ``version``; remember the previous target for :func:`rollback`.
+    """Point ``name@alias`` at ``version``.
 
-    The history lives in registered-model tags (``<alias>.history``: a JSON list of versions),
-    so a rollback works from any process, the server's UI shows it, and nothing but the
-    alias changes for the servers that load ``models:/name@alias``.
+    The rollback convention, for ``@champion``: the version it leaves gets ``@previous``, so
+    :func:`rollback` (or anyone with registry access) can swap them back. MLflow moves one
+    alias per request and has no transaction over two, so the order is chosen for the
+    servers, which read only ``@champion``: ``@previous`` moves first (for a moment both name
+    the old version, which is harmless), then ``@champion`` moves in one request, so a server
+    sees the old version or the new one, never a mix. If another promotion moved
+    ``@champion`` meanwhile, this raises instead of reporting a move that did not stick.
     """
     c = client(uri)
     version = str(version)
     c.get_model_version(name, version)  # raises if it does not exist
-    previous = resolve(name, alias, uri)
-    if previous == version:
-        return Promotion(name, alias, previous, version)
+    current = resolve(name, alias, uri)
+    if current == version:
+        return Promotion(name, alias, current, version)
+    if alias == CHAMPION and current is not None:
+        c.set_registered_model_alias(name, PREVIOUS, current)
     c.set_registered_model_alias(name, alias, version)
-    history = _history(c, name, alias)
-    if previous is not None:
-        history.append(previous)
-    c.set_registered_model_tag(name, f"{alias}.history", json.dumps(history[-20:]))
+    _confirm(name, alias, version, uri)
     c.set_model_version_tag(name, version, f"promoted_to_{alias}",
                             time.strftime("%Y-%m-%dT%H:%M:%S") + (f" {reason}" if reason else ""))
-    return Promotion(name, alias, previous, version)
+    return Promotion(name, alias, current, version)
 
 
-def _history(c, name: str, alias: str) -> list[str]:
-    tags = c.get_registered_model(name).tags or {}
-    try:
-        return [str(v) for v in json.loads(tags.get(f"{alias}.history", "[]"))]
-    except ValueError:
-        return []
+def rollback(name: str, reason: str = "", uri: str | None = None) -> Promotion:
+    """Swap ``@champion`` and ``@previous``: the champion goes back to the version it replaced,
+    and the version rolled back from keeps ``@previous`` (a second call rolls forward again).
 
-
-def rollback(name: str, alias: str = CHAMPION, uri: str | None = None) -> Promotion:
-    """Point ``name@alias`` back at the version it pointed to before the last :func:`promote`."""
+    ``@champion`` moves first (that is what the servers read), then ``@previous``.
+    """
     c = client(uri)
-    history = _history(c, name, alias)
-    current = resolve(name, alias, uri)
-    if not history:
-        raise CourseError(f"{name}@{alias} has no earlier version to roll back to "
-                          f"(it points to {current or 'nothing'}).")
-    previous = history.pop()
-    c.set_registered_model_alias(name, alias, previous)
-    c.set_registered_model_tag(name, f"{alias}.history", json.dumps(history))
-    return Promotion(name, alias, current, previous)
+    current = resolve(name, CHAMPION, uri)
+    target = resolve(name, PREVIOUS, uri)
+    if target is None or target == current:
+        raise CourseError(f"{name}@{CHAMPION} has no earlier version to roll back to "
+                          f"(it points to {current or 'nothing'} and there is no "
+                          f"@{PREVIOUS}): promote a version with tracking.promote instead.")
+    c.set_registered_model_alias(name, CHAMPION, target)
+    _confirm(name, CHAMPION, target, uri)
+    if current is not None:
+        c.set_registered_model_alias(name, PREVIOUS, current)
+    c.set_model_version_tag(name, target, "rolled_back_to",
+                            time.strftime("%Y-%m-%dT%H:%M:%S") + (f" {reason}" if reason else ""))
+    return Promotion(name, CHAMPION, current, target)
+
+
+def _confirm(name: str, alias: str, version: str, uri: str | None) -> None:
+    now = resolve(name, alias, uri)
+    if now != version:
+        raise CourseError(f"{name}@{alias} points to {now}, not {version}: another promotion "
+                          f"moved it at the same time; look at tracking.versions_table("
+                          f"{name!r}) and promote again if needed.")
+
+
+def copy_model(model_uri: str, dest: str | Path, uri: str | None = None) -> Path:
+    """Download ``models:/...`` or ``runs:/...`` into ``dest`` as a self-contained model
+    directory, loadable with no tracking store (e.g. inside a container); returns its path.
+
+    MLflow 3 records the logged model's id in ``MLmodel`` and looks it up in a tracking store
+    when loading; the copy's ``MLmodel`` is rewritten without it through ``mlflow.models.Model``.
+    """
+    quiet()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+    from mlflow.models import Model
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with using(uri or current_uri()):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+                                                         dst_path=str(dest)))
+    meta = local / "MLmodel"
+    if meta.exists():
+        model = Model.load(str(meta))
+        model.model_id = None
+        model.save(str(meta))
+    return local.resolve()
 
 
 def delete_model(name: str, uri: str | None = None) -> bool:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 def run(preset: Any = "baseline", **kwargs: Any) -> "PipelineResult":
     """Run the training pipeline once (see :func:`course_helpers.pipeline.flow.run`)."""
+    from .orchestrator import prepare_environment
+
+    prepare_environment()  # before Prefect is imported: it reads its settings then
     from .flow import run as _run
 
     return _run(preset, **kwargs)
@@ -64,6 +67,9 @@ def _print_result(res, as_json: bool) -> None:
 def _cli_run(args) -> int:
     from ..errors import CourseError
     from ..model import MODEL_NAME
+    from .orchestrator import prepare_environment
+
+    prepare_environment()
     from .flow import run as _run
 
     res = _run(args.preset, n_rows=args.rows, seed=args.seed, corrupt=args.corrupt,

@@ -2,9 +2,12 @@
 
 What Prefect adds to the plain functions:
 
-* **retries**: ``ingest`` is retried (twice, no delay) when the source fails transiently;
-  ``flaky=N`` simulates a source that fails its first N attempts. Validation is never
-  retried: bad data stays bad.
+* **retries, for transient errors only, with backoff**: ``ingest`` is retried up to twice,
+  after 0.5 s then 1 s (``exponential_backoff``), and only when the error is transient
+  (:func:`.steps.is_transient`: a timeout or a dropped connection, checked by a
+  ``retry_condition_fn``); a missing file or a parse error fails at once. ``flaky=N``
+  simulates a source that times out on its first N attempts. Validation is never retried:
+  bad data stays bad.
 * **caching**: ``ingest``, ``validate``, ``split`` and ``train`` are cached on the task, the
   content of its inputs and the source of the pipeline (this module and :mod:`.steps`): like
   Prefect's ``INPUTS + TASK_SOURCE``, but the same in every process (see :data:`CACHED`). A
@@ -16,7 +19,9 @@ What Prefect adds to the plain functions:
 Registration is idempotent: a model is identified by (data fingerprint, config, code); a rerun
 finds its version in the registry instead of registering a duplicate.
 
-Importing this module imports Prefect (about 2 s); ``course_helpers.pipeline`` does not.
+Importing this module imports Prefect (about 2 s) and changes nothing else;
+``course_helpers.pipeline`` does not import it. :func:`run` prepares Prefect's environment
+(:func:`.orchestrator.prepare_environment`) before the first flow runs.
 """
 
 from __future__ import annotations
@@ -25,26 +30,20 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from . import orchestrator
+from prefect import flow, task
+from prefect.cache_policies import CacheKeyFnPolicy
+from prefect.runtime import task_run as _task_run
+from prefect.tasks import exponential_backoff
 
-for _key, _value in orchestrator.client_env().items():
-    os.environ.setdefault(_key, _value)
-
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import CacheKeyFnPolicy  # noqa: E402
-from prefect.runtime import task_run as _task_run  # noqa: E402
-
-from .. import config as course_config  # noqa: E402
-from .. import tracking  # noqa: E402
-from ..errors import CourseError  # noqa: E402
-from ..model import MODEL_NAME  # noqa: E402
-from . import steps  # noqa: E402
-from .triggers import digest  # noqa: E402
+from .. import config as course_config
+from .. import tracking
+from ..errors import CourseError
+from ..model import MODEL_NAME
+from . import orchestrator, prefect_compat, steps
 
 EXPERIMENT = "training-pipeline"
 #: a version's identity, set when it is created: a rerun finds it instead of registering twice
@@ -111,14 +110,24 @@ CACHED = CONTENT + CODE
 
 
 # -- tasks -------------------------------------------------------------------------------
-@task(name="ingest", retries=2, retry_delay_seconds=0, cache_policy=CACHED,
-      persist_result=True)
+#: Seconds before each retry of a transient failure: 0.5, then 1 (doubling each time).
+RETRY_DELAYS = exponential_backoff(backoff_factor=0.5)(2)
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: retry only errors that may go away on their own."""
+    return steps.is_transient(prefect_compat.state_result(state, raise_on_failure=False))
+
+
+@task(name="ingest", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient, cache_policy=CACHED, persist_result=True)
 def ingest(n_rows: int, seed: int, corrupt: str | None, path: str | None,
            source_key: str | None, flaky: int = 0):
-    """Read (or generate) one batch. ``flaky``: fail the first N attempts, like a shaky source."""
+    """Read (or generate) one batch. ``flaky``: time out on the first N attempts, like a shaky
+    source."""
     attempt = _task_run.run_count
     if attempt <= flaky:
-        raise ConnectionError(f"data source did not answer (simulated, attempt {attempt})")
+        raise TimeoutError(f"data source did not answer (simulated, attempt {attempt})")
     return steps.ingest(n_rows=n_rows, seed=seed, corrupt=corrupt, path=path)
 
 
@@ -211,7 +220,8 @@ def training_pipeline(batch: dict, train_config: dict, model_name: str = MODEL_N
     uri = tracking_uri or tracking.current_uri()
     cfg = steps.TrainConfig.from_dict(train_config)
     path = batch.get("path")
-    source_key = digest(Path(path)) if path else None
+    # a missing file is ingest's error to report (it is not retried: it will not appear)
+    source_key = steps.file_digest(path) if path and Path(path).is_file() else None
     fresh = {"refresh_cache": True} if refresh_cache else {}
     raw = ingest.with_options(**fresh)(batch.get("n_rows", 2_000), batch.get("seed", 0),
                                        batch.get("corrupt"), path, source_key, flaky=flaky)
@@ -258,6 +268,9 @@ class PipelineResult:
     reused: bool = False
     model_name: str = MODEL_NAME
     tasks: list[dict] = dataclasses.field(default_factory=list)
+    #: the failure may go away on its own (a source timing out, a tracking server down):
+    #: a trigger leaves such a batch in its inbox for the next attempt
+    transient: bool = False
 
     def summary(self) -> str:
         if not self.ok:
@@ -293,6 +306,7 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
     batch, cfg = inputs(preset, n_rows=n_rows, seed=seed, corrupt=corrupt, path=path,
                         profile=profile, **overrides)
     name = batch["preset"]
+    orchestrator.prepare_environment()
     uri = tracking.check(tracking_uri or tracking.current_uri())
     tracking.quiet()
     t0 = time.perf_counter()
@@ -306,13 +320,15 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
                          seconds=seconds, preset=name, config=cfg.to_dict(),
                          model_name=model_name, tasks=tasks)
     if res.ok:
-        out = state.result(_sync=True)  # _sync: also inside Jupyter's event loop
+        out = prefect_compat.state_result(state)  # also inside Jupyter's event loop
         for key in ("fingerprint", "metrics", "champion", "promote", "reasons", "version",
                     "alias", "reused"):
             setattr(res, key, out[key])
     else:
-        err = state.result(raise_on_failure=False, _sync=True)
-        err = tracking.lost(uri) or err  # a server gone mid-run: say that, not its retries
+        err = prefect_compat.state_result(state, raise_on_failure=False)
+        lost = tracking.lost(uri)  # a server gone mid-run: say that, not its retries
+        res.transient = lost is not None or steps.is_transient(err)
+        err = lost or err
         res.error = str(err) if isinstance(err, BaseException) else str(state.message)
         if raise_on_failure:
             if isinstance(err, CourseError):
