@@ -30,11 +30,15 @@ def run(preset: Any = "baseline", **kwargs: Any) -> "PipelineResult":
     return _run(preset, **kwargs)
 
 
-def connect() -> str:
-    """Start (or find) this workspace's Prefect server and point this process at it."""
+def connect(scheduler: bool = False) -> str:
+    """Start (or find) this workspace's Prefect server and point this process at it.
+
+    ``scheduler``: start it with its scheduler, so a later :func:`.schedule.start` need not
+    restart it (same process, same memory).
+    """
     from .orchestrator import connect as _connect
 
-    return _connect()
+    return _connect(scheduler=scheduler)
 
 
 # -- command line ------------------------------------------------------------------------

@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.runtime import task_run as _task_run
 from prefect.tasks import exponential_backoff
 
@@ -44,72 +42,26 @@ from .. import tracking
 from ..errors import CourseError
 from ..model import MODEL_NAME
 from . import orchestrator, prefect_compat, steps
+from .caching import CACHED, code_version, content_key, pipeline_source  # noqa: F401
 
 EXPERIMENT = "training-pipeline"
 #: a version's identity, set when it is created: a rerun finds it instead of registering twice
 VERSION_TAGS = ("data.fingerprint", "config.key", "code.version")
 
 
-@functools.cache
-def code_version() -> str:
-    """A hash of the steps' source: part of every cache key and of a model's identity."""
-    return hashlib.sha256(Path(steps.__file__).read_bytes()).hexdigest()[:12]
-
-
-def content_key(value: Any) -> str:
-    """A stable hash of a task input: DataFrames and arrays by their content.
-
-    Prefect's ``INPUTS`` policy hashes a pickle of each input. Two equal DataFrames do not
-    always pickle to equal bytes (a frame fresh from ``train_test_split`` and the same frame
-    read back from the cache differ in internal layout), so the first rerun would miss the
-    cache. Hashing the values themselves does not have that problem.
-    """
-    import numpy as np
-    import pandas as pd
-
-    h = hashlib.sha256()
-    if isinstance(value, (pd.DataFrame, pd.Series)):
-        names = list(value.columns) if isinstance(value, pd.DataFrame) else [value.name]
-        dtypes = list(value.dtypes) if isinstance(value, pd.DataFrame) else [value.dtype]
-        h.update(repr((type(value).__name__, names, [str(t) for t in dtypes])).encode())
-        h.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
-    elif isinstance(value, np.ndarray):
-        h.update(repr((value.dtype.str, value.shape)).encode())
-        h.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, dict):
-        for k in sorted(value, key=str):
-            h.update(f"{k}=".encode() + content_key(value[k]).encode())
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            h.update(content_key(item).encode())
-    else:
-        h.update(repr(value).encode())
-    return h.hexdigest()
-
-
-def _inputs_key(ctx, parameters: dict[str, Any]) -> str:
-    return content_key({"task": ctx.task.name,
-                        **{k: v for k, v in parameters.items() if k != "flaky"}})
-
-
-@functools.cache
-def pipeline_source() -> str:
-    """A hash of this module's and the steps' source (part of every cache key)."""
-    h = hashlib.sha256()
-    for path in (Path(__file__), Path(steps.__file__)):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-#: the cache key: the task and its inputs' content, and the pipeline's source. Not Prefect's
-#: ``TASK_SOURCE``: it hashes the task's source differently in a served run (a pickled copy)
-#: and in a direct call, so a scheduled run would miss what a manual run cached.
-CONTENT = CacheKeyFnPolicy(cache_key_fn=_inputs_key)
-CODE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, params: pipeline_source())
-CACHED = CONTENT + CODE
-
-
 # -- tasks -------------------------------------------------------------------------------
+#: called with (task name, state name) as each task of a run in this process finishes; set by
+#: :func:`run` to drive its progress bar
+_on_task_done: list = []
+
+
+def _report(task, task_run, state) -> None:
+    """Prefect state hook (``on_completion`` / ``on_failure``): tell :func:`run`'s progress bar."""
+    for callback in list(_on_task_done):
+        callback(task.name, state.name)
+
+
+HOOKS = {"on_completion": [_report], "on_failure": [_report]}
 #: Seconds before each retry of a transient failure: 0.5, then 1 (doubling each time).
 RETRY_DELAYS = exponential_backoff(backoff_factor=0.5)(2)
 
@@ -120,7 +72,7 @@ def retry_if_transient(task, task_run, state) -> bool:
 
 
 @task(name="ingest", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=retry_if_transient, cache_policy=CACHED, persist_result=True)
+      retry_condition_fn=retry_if_transient, cache_policy=CACHED, persist_result=True, **HOOKS)
 def ingest(n_rows: int, seed: int, corrupt: str | None, path: str | None,
            source_key: str | None, flaky: int = 0):
     """Read (or generate) one batch. ``flaky``: time out on the first N attempts, like a shaky
@@ -131,27 +83,27 @@ def ingest(n_rows: int, seed: int, corrupt: str | None, path: str | None,
     return steps.ingest(n_rows=n_rows, seed=seed, corrupt=corrupt, path=path)
 
 
-@task(name="validate", cache_policy=CACHED, persist_result=True)
+@task(name="validate", cache_policy=CACHED, persist_result=True, **HOOKS)
 def validate(df):
     return steps.validate(df)
 
 
-@task(name="split", cache_policy=CACHED, persist_result=True)
+@task(name="split", cache_policy=CACHED, persist_result=True, **HOOKS)
 def split(df, test_size: float, seed: int):
     return steps.split(df, test_size=test_size, seed=seed)
 
 
-@task(name="train", cache_policy=CACHED, persist_result=True)
+@task(name="train", cache_policy=CACHED, persist_result=True, **HOOKS)
 def train(X_train, y_train, cfg: dict):
     return steps.train(X_train, y_train, steps.TrainConfig.from_dict(cfg))
 
 
-@task(name="evaluate")
+@task(name="evaluate", **HOOKS)
 def evaluate(model, X_test, y_test) -> dict:
     return steps.evaluate(model, X_test, y_test)
 
 
-@task(name="score-champion")
+@task(name="score-champion", **HOOKS)
 def score_champion(model_name: str, X_test, y_test, uri: str) -> dict | None:
     """The current champion, re-scored on the candidate's test rows (a fair comparison)."""
     version = tracking.resolve(model_name, tracking.CHAMPION, uri)
@@ -164,12 +116,12 @@ def score_champion(model_name: str, X_test, y_test, uri: str) -> dict | None:
     return {"version": version, "metrics": steps.evaluate(champion, X_test, y_test)}
 
 
-@task(name="gate")
+@task(name="gate", **HOOKS)
 def gate(candidate: dict, champion: dict | None, min_auc: float, min_delta: float):
     return steps.gate(candidate, champion["metrics"] if champion else None, min_auc, min_delta)
 
 
-@task(name="register")
+@task(name="register", **HOOKS)
 def register(model, batch_df, X_example, *, key: str, model_name: str, experiment: str,
              uri: str, params: dict, metrics: dict, champion: dict | None,
              decision: steps.GateDecision, tags: dict) -> dict:
@@ -295,13 +247,14 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
         profile: str | None = None, model_name: str = MODEL_NAME, experiment: str = EXPERIMENT,
         tracking_uri: str | None = None, min_auc: float = 0.70, min_delta: float = 0.001,
         flaky: int = 0, refresh_cache: bool = False, raise_on_failure: bool = False,
-        **overrides: Any) -> PipelineResult:
+        progress: bool = True, **overrides: Any) -> PipelineResult:
     """Run the pipeline once on one batch and return what happened (never raises for a failed run
     unless ``raise_on_failure``).
 
     The batch is ``path`` (CSV/Parquet) or ``n_rows`` (default: the profile's) seeded rows;
     ``preset`` names a config (:data:`steps.PRESETS`), ``overrides`` change its fields;
-    ``refresh_cache`` recomputes the cached steps.
+    ``refresh_cache`` recomputes the cached steps; ``progress`` shows a bar of the finished
+    tasks (refreshed at most once a second).
     """
     batch, cfg = inputs(preset, n_rows=n_rows, seed=seed, corrupt=corrupt, path=path,
                         profile=profile, **overrides)
@@ -310,7 +263,7 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
     uri = tracking.check(tracking_uri or tracking.current_uri())
     tracking.quiet()
     t0 = time.perf_counter()
-    with orchestrator.session(), _quiet_failures():
+    with orchestrator.session(), _quiet_failures(), _progress(name, progress):
         state = training_pipeline(batch, cfg.to_dict(), model_name, experiment, uri, min_auc,
                                   min_delta, flaky, refresh_cache, return_state=True)
         seconds = round(time.perf_counter() - t0, 2)
@@ -349,6 +302,31 @@ def inputs(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int |
     batch = {"n_rows": n_rows or prof.n_rows, "seed": seed, "corrupt": corrupt,
              "path": str(Path(path).resolve()) if path else None, "preset": name}
     return batch, cfg
+
+
+N_TASKS = 8
+
+
+@contextlib.contextmanager
+def _progress(label: str, show: bool):
+    """A progress bar of the run's finished tasks (at most one refresh a second)."""
+    if not show:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=N_TASKS, desc=f"pipeline {label}", unit="task", mininterval=1, leave=False)
+
+    def done(task: str, state: str) -> None:
+        bar.set_postfix_str(f"{task}: {state}", refresh=False)
+        bar.update(1)
+
+    _on_task_done.append(done)
+    try:
+        yield
+    finally:
+        _on_task_done.remove(done)
+        bar.close()
 
 
 @contextlib.contextmanager
