@@ -1,10 +1,15 @@
-"""The course's model: trained on the seeded dataset, saved in MLflow's format, loaded by URI."""
+"""The course's model: trained on the seeded dataset, saved in MLflow's format, loaded by URI.
+
+It builds on :mod:`.tracking` (how models are saved and registered); tracking never imports
+this module.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from . import config
+from .tracking.runs import pip_requirements  # noqa: F401 - part of this module's interface
 
 MODEL_NAME = "simple-system"
 KINDS = ("logreg", "forest")
@@ -35,13 +40,6 @@ def train(kind: str = "logreg", n_rows: int | None = None, n_estimators: int | N
         raise ValueError(f"unknown model kind {kind!r}: choose one of {', '.join(KINDS)}")
     model.fit(X, y)
     return model, X, y
-
-
-def pip_requirements() -> list[str]:
-    """Explicit requirements (inferring them spawns a subprocess costing ~5 s a model)."""
-    import importlib.metadata as md
-
-    return [f"{p}=={md.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "mlflow")]
 
 
 def save(model, path: str | Path, X_example) -> Path:

@@ -22,16 +22,23 @@ if TYPE_CHECKING:
 
 def run(preset: Any = "baseline", **kwargs: Any) -> "PipelineResult":
     """Run the training pipeline once (see :func:`course_helpers.pipeline.flow.run`)."""
+    from .orchestrator import prepare_environment
+
+    prepare_environment()  # before Prefect is imported: it reads its settings then
     from .flow import run as _run
 
     return _run(preset, **kwargs)
 
 
-def connect() -> str:
-    """Start (or find) this workspace's Prefect server and point this process at it."""
+def connect(scheduler: bool = False) -> str:
+    """Start (or find) this workspace's Prefect server and point this process at it.
+
+    ``scheduler``: start it with its scheduler, so a later :func:`.schedule.start` need not
+    restart it (same process, same memory).
+    """
     from .orchestrator import connect as _connect
 
-    return _connect()
+    return _connect(scheduler=scheduler)
 
 
 # -- command line ------------------------------------------------------------------------
@@ -64,6 +71,9 @@ def _print_result(res, as_json: bool) -> None:
 def _cli_run(args) -> int:
     from ..errors import CourseError
     from ..model import MODEL_NAME
+    from .orchestrator import prepare_environment
+
+    prepare_environment()
     from .flow import run as _run
 
     res = _run(args.preset, n_rows=args.rows, seed=args.seed, corrupt=args.corrupt,

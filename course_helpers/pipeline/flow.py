@@ -2,9 +2,12 @@
 
 What Prefect adds to the plain functions:
 
-* **retries**: ``ingest`` is retried (twice, no delay) when the source fails transiently;
-  ``flaky=N`` simulates a source that fails its first N attempts. Validation is never
-  retried: bad data stays bad.
+* **retries, for transient errors only, with backoff**: ``ingest`` is retried up to twice,
+  after 0.5 s then 1 s (``exponential_backoff``), and only when the error is transient
+  (:func:`.steps.is_transient`: a timeout or a dropped connection, checked by a
+  ``retry_condition_fn``); a missing file or a parse error fails at once. ``flaky=N``
+  simulates a source that times out on its first N attempts. Validation is never retried:
+  bad data stays bad.
 * **caching**: ``ingest``, ``validate``, ``split`` and ``train`` are cached on the task, the
   content of its inputs and the source of the pipeline (this module and :mod:`.steps`): like
   Prefect's ``INPUTS + TASK_SOURCE``, but the same in every process (see :data:`CACHED`). A
@@ -16,133 +19,91 @@ What Prefect adds to the plain functions:
 Registration is idempotent: a model is identified by (data fingerprint, config, code); a rerun
 finds its version in the registry instead of registering a duplicate.
 
-Importing this module imports Prefect (about 2 s); ``course_helpers.pipeline`` does not.
+Importing this module imports Prefect (about 2 s) and changes nothing else;
+``course_helpers.pipeline`` does not import it. :func:`run` prepares Prefect's environment
+(:func:`.orchestrator.prepare_environment`) before the first flow runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from . import orchestrator
+from prefect import flow, task
+from prefect.runtime import task_run as _task_run
+from prefect.tasks import exponential_backoff
 
-for _key, _value in orchestrator.client_env().items():
-    os.environ.setdefault(_key, _value)
-
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import CacheKeyFnPolicy  # noqa: E402
-from prefect.runtime import task_run as _task_run  # noqa: E402
-
-from .. import config as course_config  # noqa: E402
-from .. import tracking  # noqa: E402
-from ..errors import CourseError  # noqa: E402
-from ..model import MODEL_NAME  # noqa: E402
-from . import steps  # noqa: E402
-from .triggers import digest  # noqa: E402
+from .. import config as course_config
+from .. import tracking
+from ..errors import CourseError
+from ..model import MODEL_NAME
+from . import orchestrator, prefect_compat, steps
+from .caching import CACHED, code_version, content_key, pipeline_source  # noqa: F401
 
 EXPERIMENT = "training-pipeline"
 #: a version's identity, set when it is created: a rerun finds it instead of registering twice
 VERSION_TAGS = ("data.fingerprint", "config.key", "code.version")
 
 
-@functools.cache
-def code_version() -> str:
-    """A hash of the steps' source: part of every cache key and of a model's identity."""
-    return hashlib.sha256(Path(steps.__file__).read_bytes()).hexdigest()[:12]
-
-
-def content_key(value: Any) -> str:
-    """A stable hash of a task input: DataFrames and arrays by their content.
-
-    Prefect's ``INPUTS`` policy hashes a pickle of each input. Two equal DataFrames do not
-    always pickle to equal bytes (a frame fresh from ``train_test_split`` and the same frame
-    read back from the cache differ in internal layout), so the first rerun would miss the
-    cache. Hashing the values themselves does not have that problem.
-    """
-    import numpy as np
-    import pandas as pd
-
-    h = hashlib.sha256()
-    if isinstance(value, (pd.DataFrame, pd.Series)):
-        names = list(value.columns) if isinstance(value, pd.DataFrame) else [value.name]
-        dtypes = list(value.dtypes) if isinstance(value, pd.DataFrame) else [value.dtype]
-        h.update(repr((type(value).__name__, names, [str(t) for t in dtypes])).encode())
-        h.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
-    elif isinstance(value, np.ndarray):
-        h.update(repr((value.dtype.str, value.shape)).encode())
-        h.update(np.ascontiguousarray(value).tobytes())
-    elif isinstance(value, dict):
-        for k in sorted(value, key=str):
-            h.update(f"{k}=".encode() + content_key(value[k]).encode())
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            h.update(content_key(item).encode())
-    else:
-        h.update(repr(value).encode())
-    return h.hexdigest()
-
-
-def _inputs_key(ctx, parameters: dict[str, Any]) -> str:
-    return content_key({"task": ctx.task.name,
-                        **{k: v for k, v in parameters.items() if k != "flaky"}})
-
-
-@functools.cache
-def pipeline_source() -> str:
-    """A hash of this module's and the steps' source (part of every cache key)."""
-    h = hashlib.sha256()
-    for path in (Path(__file__), Path(steps.__file__)):
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-#: the cache key: the task and its inputs' content, and the pipeline's source. Not Prefect's
-#: ``TASK_SOURCE``: it hashes the task's source differently in a served run (a pickled copy)
-#: and in a direct call, so a scheduled run would miss what a manual run cached.
-CONTENT = CacheKeyFnPolicy(cache_key_fn=_inputs_key)
-CODE = CacheKeyFnPolicy(cache_key_fn=lambda ctx, params: pipeline_source())
-CACHED = CONTENT + CODE
-
-
 # -- tasks -------------------------------------------------------------------------------
-@task(name="ingest", retries=2, retry_delay_seconds=0, cache_policy=CACHED,
-      persist_result=True)
+#: called with (task name, state name) as each task of a run in this process finishes; set by
+#: :func:`run` to drive its progress bar
+_on_task_done: list = []
+
+
+def _report(task, task_run, state) -> None:
+    """Prefect state hook (``on_completion`` / ``on_failure``): tell :func:`run`'s progress bar."""
+    for callback in list(_on_task_done):
+        callback(task.name, state.name)
+
+
+HOOKS = {"on_completion": [_report], "on_failure": [_report]}
+#: Seconds before each retry of a transient failure: 0.5, then 1 (doubling each time).
+RETRY_DELAYS = exponential_backoff(backoff_factor=0.5)(2)
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: retry only errors that may go away on their own."""
+    return steps.is_transient(prefect_compat.state_result(state, raise_on_failure=False))
+
+
+@task(name="ingest", retries=len(RETRY_DELAYS), retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=retry_if_transient, cache_policy=CACHED, persist_result=True, **HOOKS)
 def ingest(n_rows: int, seed: int, corrupt: str | None, path: str | None,
            source_key: str | None, flaky: int = 0):
-    """Read (or generate) one batch. ``flaky``: fail the first N attempts, like a shaky source."""
+    """Read (or generate) one batch. ``flaky``: time out on the first N attempts, like a shaky
+    source."""
     attempt = _task_run.run_count
     if attempt <= flaky:
-        raise ConnectionError(f"data source did not answer (simulated, attempt {attempt})")
+        raise TimeoutError(f"data source did not answer (simulated, attempt {attempt})")
     return steps.ingest(n_rows=n_rows, seed=seed, corrupt=corrupt, path=path)
 
 
-@task(name="validate", cache_policy=CACHED, persist_result=True)
+@task(name="validate", cache_policy=CACHED, persist_result=True, **HOOKS)
 def validate(df):
     return steps.validate(df)
 
 
-@task(name="split", cache_policy=CACHED, persist_result=True)
+@task(name="split", cache_policy=CACHED, persist_result=True, **HOOKS)
 def split(df, test_size: float, seed: int):
     return steps.split(df, test_size=test_size, seed=seed)
 
 
-@task(name="train", cache_policy=CACHED, persist_result=True)
+@task(name="train", cache_policy=CACHED, persist_result=True, **HOOKS)
 def train(X_train, y_train, cfg: dict):
     return steps.train(X_train, y_train, steps.TrainConfig.from_dict(cfg))
 
 
-@task(name="evaluate")
+@task(name="evaluate", **HOOKS)
 def evaluate(model, X_test, y_test) -> dict:
     return steps.evaluate(model, X_test, y_test)
 
 
-@task(name="score-champion")
+@task(name="score-champion", **HOOKS)
 def score_champion(model_name: str, X_test, y_test, uri: str) -> dict | None:
     """The current champion, re-scored on the candidate's test rows (a fair comparison)."""
     version = tracking.resolve(model_name, tracking.CHAMPION, uri)
@@ -155,12 +116,12 @@ def score_champion(model_name: str, X_test, y_test, uri: str) -> dict | None:
     return {"version": version, "metrics": steps.evaluate(champion, X_test, y_test)}
 
 
-@task(name="gate")
+@task(name="gate", **HOOKS)
 def gate(candidate: dict, champion: dict | None, min_auc: float, min_delta: float):
     return steps.gate(candidate, champion["metrics"] if champion else None, min_auc, min_delta)
 
 
-@task(name="register")
+@task(name="register", **HOOKS)
 def register(model, batch_df, X_example, *, key: str, model_name: str, experiment: str,
              uri: str, params: dict, metrics: dict, champion: dict | None,
              decision: steps.GateDecision, tags: dict) -> dict:
@@ -211,7 +172,8 @@ def training_pipeline(batch: dict, train_config: dict, model_name: str = MODEL_N
     uri = tracking_uri or tracking.current_uri()
     cfg = steps.TrainConfig.from_dict(train_config)
     path = batch.get("path")
-    source_key = digest(Path(path)) if path else None
+    # a missing file is ingest's error to report (it is not retried: it will not appear)
+    source_key = steps.file_digest(path) if path and Path(path).is_file() else None
     fresh = {"refresh_cache": True} if refresh_cache else {}
     raw = ingest.with_options(**fresh)(batch.get("n_rows", 2_000), batch.get("seed", 0),
                                        batch.get("corrupt"), path, source_key, flaky=flaky)
@@ -258,6 +220,9 @@ class PipelineResult:
     reused: bool = False
     model_name: str = MODEL_NAME
     tasks: list[dict] = dataclasses.field(default_factory=list)
+    #: the failure may go away on its own (a source timing out, a tracking server down):
+    #: a trigger leaves such a batch in its inbox for the next attempt
+    transient: bool = False
 
     def summary(self) -> str:
         if not self.ok:
@@ -282,21 +247,23 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
         profile: str | None = None, model_name: str = MODEL_NAME, experiment: str = EXPERIMENT,
         tracking_uri: str | None = None, min_auc: float = 0.70, min_delta: float = 0.001,
         flaky: int = 0, refresh_cache: bool = False, raise_on_failure: bool = False,
-        **overrides: Any) -> PipelineResult:
+        progress: bool = True, **overrides: Any) -> PipelineResult:
     """Run the pipeline once on one batch and return what happened (never raises for a failed run
     unless ``raise_on_failure``).
 
     The batch is ``path`` (CSV/Parquet) or ``n_rows`` (default: the profile's) seeded rows;
     ``preset`` names a config (:data:`steps.PRESETS`), ``overrides`` change its fields;
-    ``refresh_cache`` recomputes the cached steps.
+    ``refresh_cache`` recomputes the cached steps; ``progress`` shows a bar of the finished
+    tasks (refreshed at most once a second).
     """
     batch, cfg = inputs(preset, n_rows=n_rows, seed=seed, corrupt=corrupt, path=path,
                         profile=profile, **overrides)
     name = batch["preset"]
+    orchestrator.prepare_environment()
     uri = tracking.check(tracking_uri or tracking.current_uri())
     tracking.quiet()
     t0 = time.perf_counter()
-    with orchestrator.session(), _quiet_failures():
+    with orchestrator.session(), _quiet_failures(), _progress(name, progress):
         state = training_pipeline(batch, cfg.to_dict(), model_name, experiment, uri, min_auc,
                                   min_delta, flaky, refresh_cache, return_state=True)
         seconds = round(time.perf_counter() - t0, 2)
@@ -306,13 +273,15 @@ def run(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int | No
                          seconds=seconds, preset=name, config=cfg.to_dict(),
                          model_name=model_name, tasks=tasks)
     if res.ok:
-        out = state.result(_sync=True)  # _sync: also inside Jupyter's event loop
+        out = prefect_compat.state_result(state)  # also inside Jupyter's event loop
         for key in ("fingerprint", "metrics", "champion", "promote", "reasons", "version",
                     "alias", "reused"):
             setattr(res, key, out[key])
     else:
-        err = state.result(raise_on_failure=False, _sync=True)
-        err = tracking.lost(uri) or err  # a server gone mid-run: say that, not its retries
+        err = prefect_compat.state_result(state, raise_on_failure=False)
+        lost = tracking.lost(uri)  # a server gone mid-run: say that, not its retries
+        res.transient = lost is not None or steps.is_transient(err)
+        err = lost or err
         res.error = str(err) if isinstance(err, BaseException) else str(state.message)
         if raise_on_failure:
             if isinstance(err, CourseError):
@@ -333,6 +302,31 @@ def inputs(preset: str | dict | steps.TrainConfig = "baseline", *, n_rows: int |
     batch = {"n_rows": n_rows or prof.n_rows, "seed": seed, "corrupt": corrupt,
              "path": str(Path(path).resolve()) if path else None, "preset": name}
     return batch, cfg
+
+
+N_TASKS = 8
+
+
+@contextlib.contextmanager
+def _progress(label: str, show: bool):
+    """A progress bar of the run's finished tasks (at most one refresh a second)."""
+    if not show:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=N_TASKS, desc=f"pipeline {label}", unit="task", mininterval=1, leave=False)
+
+    def done(task: str, state: str) -> None:
+        bar.set_postfix_str(f"{task}: {state}", refresh=False)
+        bar.update(1)
+
+    _on_task_done.append(done)
+    try:
+        yield
+    finally:
+        _on_task_done.remove(done)
+        bar.close()
 
 
 @contextlib.contextmanager

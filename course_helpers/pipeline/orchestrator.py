@@ -2,8 +2,11 @@
 
 Left alone, Prefect 3 starts an "ephemeral" API server as a subprocess of whatever process
 runs the first flow, on a random port, and that server outlives a SIGKILLed kernel. We start
-the very same server app ourselves instead (``uvicorn prefect.server.api.server:create_app``
-with Prefect's ephemeral settings: no UI, no background services), through the supervisor:
+Prefect's server ourselves instead, with its documented command (``prefect server start
+--no-ui``, one process), keeping only the services that record flow and task runs (task runs
+reach the server as events; ``--no-services`` would drop them) and switching the others off
+with Prefect's documented ``PREFECT_SERVER_SERVICES_<NAME>_ENABLED`` settings; the scheduler
+is on only when schedules need it. It runs through the supervisor:
 
 * its pid is recorded under ``<workspace>/run/prefect.json`` and its environment carries the
   supervisor's tag, so ``mlops-course cleanup`` stops it even after its owner was killed;
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 
 from .. import config
 from ..errors import CourseError
+from . import prefect_compat
 
 SERVER_NAME = "prefect"
 TELEMETRY_ENV = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "true",
@@ -50,33 +54,47 @@ def client_env(api_url: str | None = None) -> dict[str, str]:
     return env
 
 
+def prepare_environment() -> None:
+    """Give this process Prefect's client settings (workspace home, quiet logs, no telemetry)
+    unless already set; called at run time, before the first flow (never at import)."""
+    changed = False
+    for key, value in client_env().items():
+        if key not in os.environ:
+            os.environ[key] = value
+            changed = True
+    if changed and "prefect" in sys.modules:
+        prefect_compat.reload_settings()
+
+
+#: services a course server does not need (work pools, pauses, automations...): off. The
+#: task run recorder, event persister and log/event distributors stay on: they record runs.
+UNUSED_SERVICES = ("CANCELLATION_CLEANUP", "FOREMAN", "LATE_RUNS", "PAUSE_EXPIRATIONS",
+                   "REPOSSESSOR", "TRIGGERS", "EVENT_LOGGER", "CLEANUP_RECONCILER")
+
+
 def server_env() -> dict[str, str]:
-    """Prefect's own ephemeral-server settings: no UI, no scheduler or other services."""
+    """The API server's settings: no UI, quiet logs, only the services that record runs."""
     env = client_env()
     env.pop("PREFECT_API_URL", None)
-    env.update({"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                "PREFECT__SERVER_FINAL": "1", "PREFECT_LOGGING_LEVEL": "WARNING"})
+    env.update({"PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+                "PREFECT_LOGGING_LEVEL": "WARNING",
+                **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+                   for name in UNUSED_SERVICES}})
     return env
 
 
 def server_command(port: int, scheduler: bool = False) -> list[str]:
-    """The API alone (what flows need), or ``prefect server start`` with its scheduler."""
-    if scheduler:
-        return [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                "--port", str(port), "--no-ui", "--analytics-off", "--scheduler",
-                "--log-level", "WARNING"]
-    return [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
-            "--lifespan", "on"]
+    """``prefect server start`` on loopback, without the UI; with its scheduler if asked."""
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            "--port", str(port), "--no-ui", "--analytics-off", "--log-level", "WARNING",
+            "--scheduler" if scheduler else "--no-scheduler"]
 
 
 def scheduler_env() -> dict[str, str]:
     """``prefect server start`` with its services, the scheduler looking every few seconds
     (the default is every 60 s: too slow to watch in a lesson)."""
-    env = client_env()
-    env.pop("PREFECT_API_URL", None)
-    env.update({"PREFECT_UI_ENABLED": "0", "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+    env = server_env()
+    env.update({"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
                 "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "2",
                 "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "2",
                 "PREFECT_SERVER_SERVICES_SCHEDULER_MAX_RUNS": "3"})
@@ -106,7 +124,8 @@ def server_url(scheduler: bool = False) -> str | None:
 
 
 def has_scheduler(cmd: list[str]) -> bool:
-    return cmd[1:5] == ["-m", "prefect", "server", "start"]
+    """Whether a recorded server command runs the scheduler (not ``--no-services``)."""
+    return cmd[1:5] == ["-m", "prefect", "server", "start"] and "--scheduler" in cmd
 
 
 def start_server(timeout: float = 120.0, keep: bool = False, scheduler: bool = False) -> str:
@@ -208,31 +227,14 @@ def connect(timeout: float = 120.0, scheduler: bool = False) -> str:
     url = start_server(timeout, scheduler=scheduler)
     os.environ.update(client_env(url))
     if "prefect" in sys.modules:  # settings were read at import: read them again
-        from prefect.context import refresh_global_settings_context
-
-        refresh_global_settings_context()
+        prefect_compat.reload_settings()
     return url
 
 
 def _drain() -> None:
     """Flush Prefect's background log and event senders (before their server goes away)."""
-    if "prefect" not in sys.modules:
-        return
-    import inspect
-
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-    from prefect.utilities.asyncutils import run_coro_as_sync
-
-    async def drain() -> None:
-        for worker in (APILogWorker, EventsWorker):
-            with contextlib.suppress(Exception):
-                result = worker.drain_all(timeout=5, at_exit=False)
-                if inspect.isawaitable(result):
-                    await result
-
     with contextlib.suppress(Exception):
-        run_coro_as_sync(drain())
+        prefect_compat.flush()
 
 
 @contextlib.contextmanager

@@ -213,6 +213,7 @@ def _unschedule(deployment_id: str) -> None:
 
 def _row(fr) -> dict:
     from .flow import task_states
+    from .prefect_compat import state_result
 
     state = fr.state.type.value if fr.state else "?"
     row = {"run": fr.name, "state": fr.state.name if fr.state else "?",
@@ -226,7 +227,7 @@ def _row(fr) -> dict:
         row["cached"] = sum(t["state"] == "Cached" for t in task_states(str(fr.id)))
     if state == "COMPLETED":
         try:
-            out = fr.state.result(raise_on_failure=False, _sync=True)
+            out = state_result(fr.state, raise_on_failure=False)
         except Exception:  # the result was not persisted (a run from another configuration)
             out = None
         if isinstance(out, dict):

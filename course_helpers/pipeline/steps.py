@@ -141,6 +141,37 @@ def ingest(n_rows: int = 2_000, seed: int = 1, corrupt: str | None = None,
     return df
 
 
+#: Errors worth retrying: the source may answer on the next attempt (a timeout, a dropped
+#: connection, an overloaded server). Everything else (a missing file, a parse error, bad data)
+#: fails the same way every time, so retrying only delays the error.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+#: HTTP statuses that mean "try again later".
+TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether retrying the step that raised ``error`` can help (see :data:`TRANSIENT_ERRORS`)."""
+    import urllib.error
+
+    if error is None:
+        return False
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code in TRANSIENT_HTTP
+    if isinstance(error, urllib.error.URLError):
+        return isinstance(error.reason, (*TRANSIENT_ERRORS, OSError)) and \
+            not isinstance(error.reason, FileNotFoundError)
+    return isinstance(error, TRANSIENT_ERRORS)
+
+
+def file_digest(path: str | Path) -> str:
+    """A short content hash of a file (16 hex digits): same bytes, same digest."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def corrupt_batch(df, kind: str, seed: int = 0):
     """A copy of ``df`` with one defect (see :func:`ingest`)."""
     import numpy as np

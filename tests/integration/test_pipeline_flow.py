@@ -74,9 +74,29 @@ def test_prefect_server_is_supervised_not_ephemeral(home):
             return ""
 
     servers = [p for p in psutil.Process().children(recursive=True)
-               if "prefect.server.api.server:create_app" in cmdline(p) and p.pid != rec.pid]
+               if ("prefect.server.api.server:create_app" in cmdline(p)
+                   or "prefect server start" in cmdline(p)) and p.pid != rec.pid]
     assert servers == [], [p.pid for p in servers]
+    # Prefect's documented command, one process, no scheduler
+    assert proc.cmdline()[1:5] == ["-m", "prefect", "server", "start"]
+    assert "--no-scheduler" in proc.cmdline() and not proc.children()
     assert (home / "prefect" / "storage").is_dir(), "cached results live in the workspace"
+
+
+def test_a_permanent_error_is_not_retried(home, mlflow_url, tmp_path):
+    res = run(tracking_uri=mlflow_url, path=tmp_path / "missing.parquet")
+    assert not res.ok and not res.transient
+    ingest = next(t for t in res.tasks if t["task"] == "ingest")
+    assert ingest["attempts"] == 1, "a missing file fails the same way every time"
+
+
+def test_a_source_down_past_the_retries_is_a_transient_failure(home, mlflow_url):
+    t0 = time.monotonic()
+    res = run(tracking_uri=mlflow_url, seed=11, flaky=5)
+    assert not res.ok and res.transient and "did not answer" in res.error
+    ingest = next(t for t in res.tasks if t["task"] == "ingest")
+    assert ingest["attempts"] == 3, "two retries, then the run fails"
+    assert time.monotonic() - t0 >= 1.5, "backoff: 0.5 s, then 1 s between the attempts"
 
 
 def test_rerun_is_cached_and_idempotent(home, mlflow_url):
@@ -140,6 +160,19 @@ def test_trigger_runs_once_per_new_batch(home, mlflow_url, tmp_path):
     assert triggers.process_pending(inbox, model_name=MODEL, tracking_uri=mlflow_url) == []
     book = triggers.ledger(inbox)
     assert len(book) == 2 and sum(v["ok"] for v in book.values()) == 1
+
+
+def test_trigger_leaves_a_transient_failure_for_the_next_trigger(home, mlflow_url, tmp_path):
+    from course_helpers.pipeline import triggers
+
+    inbox = tmp_path / "inbox"
+    batch = triggers.drop_batch(inbox, n_rows=800, seed=12)
+    [down] = triggers.process_pending(inbox, model_name=MODEL, tracking_uri=mlflow_url, flaky=5)
+    assert not down.ok and down.transient and batch.exists()
+    assert triggers.ledger(inbox)[triggers.digest(batch)]["status"] == "retry"
+    [up] = triggers.process_pending(inbox, model_name=MODEL, tracking_uri=mlflow_url)
+    assert up.ok, up.error
+    assert (inbox / "processed" / batch.name).exists() and not batch.exists()
 
 
 def test_cli_run_registers_then_keeps_champion_against_worse(home, mlflow_url, tmp_path):

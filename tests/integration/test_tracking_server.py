@@ -89,11 +89,24 @@ def test_runs_registry_aliases_and_lineage(server, data):
     assert table.set_index("version").loc[2, "aliases"] == "champion"
     assert "better auc" in table.set_index("version").loc[2, "tags.promoted_to_champion"]
 
+    assert tracking.resolve(NAME, "previous", server.url) == "1", "the old champion: @previous"
+
     back = tracking.rollback(NAME, uri=server.url)
     assert (back.previous, back.version) == ("2", "1")
     assert tracking.resolve(NAME, "champion", server.url) == "1"
+    assert tracking.resolve(NAME, "previous", server.url) == "2", "rollback swaps the two"
+    forward = tracking.rollback(NAME, uri=server.url)
+    assert (forward.previous, forward.version) == ("1", "2")
+    tracking.rollback(NAME, reason="drill", uri=server.url)
+    assert tracking.resolve(NAME, "champion", server.url) == "1"
+    assert "drill" in tracking.versions_table(NAME, uri=server.url).set_index(
+        "version").loc[1, "tags.rolled_back_to"]
+
+    c = tracking.client(server.url)
+    c.delete_registered_model_alias(NAME, "previous")
     with pytest.raises(tracking.CourseError, match="no earlier version to roll back to"):
         tracking.rollback(NAME, uri=server.url)
+    c.set_registered_model_alias(NAME, "previous", "2")
 
     lin = tracking.lineage(NAME, "champion", uri=server.url)
     assert lin["version"] == "1" and lin["params"] == {"preset": "baseline"}
@@ -112,6 +125,28 @@ def test_a_model_registered_through_the_server_loads_from_the_local_store(server
         loaded = mlflow.sklearn.load_model(f"models:/{NAME}@challenger")
     assert (loaded.predict_proba(X_te) == models["forest"].predict_proba(X_te)).all()
     assert os.environ.get("MLFLOW_TRACKING_URI") is None, "using() must not leak the URI"
+
+
+def test_copy_model_is_self_contained(server, data, tmp_path):
+    """A registry model copied out loads with no tracking store at all (as in a container)."""
+    import yaml
+
+    _, _, X_te, _, models = data
+    path = tracking.copy_model(f"models:/{NAME}/1", tmp_path / "copy", uri=server.url)
+    meta = yaml.safe_load((path / "MLmodel").read_text())
+    assert meta.get("model_id") is None and "sklearn" in meta["flavors"]
+    assert meta["signature"]["inputs"], "the signature survives the rewrite"
+    code = ("import sys, mlflow.sklearn, pandas as pd\n"
+            "m = mlflow.sklearn.load_model(sys.argv[1])\n"
+            "print(m.predict_proba(pd.read_json(sys.argv[2])).shape)")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    rows = tmp_path / "rows.json"
+    X_te.head(3).to_json(rows)
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(rows)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-800:]
+    assert out.stdout.strip() == "(3, 2)"
 
 
 def test_the_lesson01_server_follows_the_alias(server, home):

@@ -88,18 +88,40 @@ def test_model_gate_catches_a_regression_and_a_weak_slice(split, good):
     assert not res.passed and {"quality floor", "no regression", "weakest slice"} <= failed
 
 
-def test_model_gate_catches_a_model_the_server_cannot_call(split):
-    """Selecting columns by name works in a notebook and breaks on the server's arrays."""
-    from sklearn.compose import ColumnTransformer
+def test_model_gate_catches_a_feature_computed_outside_the_model(split):
+    """A column added in the notebook before fitting is one requests never carry."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
 
     X_tr, X_te, y_tr, y_te = split
-    by_name = make_pipeline(ColumnTransformer([("keep", "passthrough", list(X_tr.columns))]),
-                            LogisticRegression(max_iter=500)).fit(X_tr, y_tr)
-    res = cicd.model_gate(by_name, X_te, y_te)
+    extra = LogisticRegression(max_iter=500).fit(X_tr.assign(f00_x_f01=X_tr.f00 * X_tr.f01), y_tr)
+    res = cicd.model_gate(extra, X_te, y_te)
     contract = next(c for c in res.checks if c.name == "serving contract")
-    assert not contract.passed and not res.passed
+    assert not contract.passed and "f00_x_f01" in contract.detail and not res.passed
+    assert "inside the model" in contract.detail
+    assert all("not checked" in c.detail for c in res.checks if c.name != "serving contract")
+
+
+def test_model_gate_catches_a_model_without_input_names(split):
+    from sklearn.linear_model import LogisticRegression
+
+    X_tr, X_te, y_tr, y_te = split
+    positional = LogisticRegression(max_iter=500).fit(X_tr.to_numpy(), y_tr)
+    contract = next(c for c in cicd.model_gate(positional, X_te, y_te).checks
+                    if c.name == "serving contract")
+    assert not contract.passed and "by position" in contract.detail
+
+
+def test_the_serving_contract_ignores_the_order_of_request_keys(split, good):
+    _, X_te, _, _ = split
+    check = cicd.serving_contract(good, X_te[list(X_te.columns)[::-1]])
+    assert check.passed and "by name" in check.detail
+
+
+def test_delivery_refuses_a_store_inside_the_runner(workspace):
+    with pytest.raises(cicd.CourseError, match="no tracking server configured"):
+        cicd.require_tracking_server("sqlite:////tmp/x/mlflow.db")
+    report = cicd.run_stages(["promote"], require_server=True)
+    assert not report.ok and "MLFLOW_TRACKING_URI" in report.failed.error
 
 
 def test_latency_budget(split, good):
