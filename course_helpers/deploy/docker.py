@@ -190,29 +190,13 @@ class DockerBackend:
 
     @staticmethod
     def _download(uri: str) -> str:
-        """Copy a registry model to the workspace: the containers cannot see the host's store.
+        """Copy a registry model to the workspace: the containers cannot see the host's store."""
+        from ..tracking import copy_model
 
-        The copy is made self-contained: MLflow 3 would otherwise look its ``model_id`` up
-        in a tracking store when loading it, and the replicas have none.
-        """
-        import re
-
-        from ..tracking import current_uri, quiet
-
-        quiet()
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        import mlflow
-
-        mlflow.set_tracking_uri(current_uri())
         key = hashlib.sha256(uri.encode()).hexdigest()[:10]
         dest = config.workspace_dir("deploy", "models", key)
         shutil.rmtree(dest)  # an alias may point to a new version since the last time
-        dest.mkdir(parents=True)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
-        mlmodel = local / "MLmodel"
-        if mlmodel.exists():
-            mlmodel.write_text(re.sub(r"(?m)^model_id: .*$", "model_id: null", mlmodel.read_text()))
-        return str(local.resolve())
+        return str(copy_model(uri, dest))
 
     def _check(self, spec: DeploymentSpec) -> None:
         if spec.cache == "redis":
