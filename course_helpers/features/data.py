@@ -88,7 +88,7 @@ def _rates(base, change_day, factor, day: int):
 
 def generate(rows: int | None = None, out: str | Path | None = None, *, profile: str | None = None,
              seed: int = 0, chunk_rows: int = 500_000, force: bool = False,
-             progress: bool = True) -> DataInfo:
+             show: bool = True) -> DataInfo:
     """Write about ``rows`` events (default: the profile's size) as hive-partitioned Parquet.
 
     Reuses the data when ``out`` already holds the same rows and seed (``force`` rewrites).
@@ -122,7 +122,7 @@ def generate(rows: int | None = None, out: str | Path | None = None, *, profile:
     schema = pa.schema([("user_id", pa.int64()), ("item_id", pa.int64()),
                         ("amount", pa.float64()), ("ts", pa.timestamp("us"))])
     label_frames = []
-    bar = _bar(DAYS, progress)
+    bar = progress(DAYS, "writing days", show)
     for day in range(DAYS):
         rate = _rates(base, change_day, factor, day)
         p = rate / rate.sum()
@@ -166,11 +166,43 @@ def generate(rows: int | None = None, out: str | Path | None = None, *, profile:
     return info(out)
 
 
-def _bar(total: int, enabled: bool):
+class _Lines:
+    """The progress bar when stderr is not a terminal: one line per finished step."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        import time
+
+        self.total, self.desc, self.n, self.t0 = total, desc, 0, time.monotonic()
+
+    def update(self, n: int = 1, note: str = "") -> None:
+        import sys
+        import time
+
+        self.n += n
+        print(f"{self.desc}: {self.n}/{self.total}{' ' + note if note else ''} "
+              f"({time.monotonic() - self.t0:.1f} s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def progress(total: int, desc: str, enabled: bool = True, per_step: bool = False):
+    """tqdm (refreshing at most once a second) in a terminal or notebook; elsewhere a line
+    per step when ``per_step`` (a line at the end otherwise)."""
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="writing days", unit="day", disable=not enabled,
-                mininterval=1.0)
+    if not enabled:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty() or "ipykernel" in sys.modules:
+        return tqdm(total=total, desc=desc, mininterval=1.0)
+    if per_step:
+        return _Lines(total, desc)
+    bar = _Lines(total, desc)
+    bar.update = lambda n=1, note="": setattr(bar, "n", bar.n + n)  # type: ignore[method-assign]
+    bar.close = lambda: _Lines.update(bar, 0)  # type: ignore[method-assign]
+    return bar
 
 
 def events_glob(path: str | Path) -> str:

@@ -199,7 +199,7 @@ def connect(address: str, timeout_s: float = 10.0):
     except (OSError, TimeoutError, ValueError) as exc:
         raise EngineError(
             f"no Dask scheduler answered at {address} within {timeout_s:.0f} s ({type(exc).__name__}): "
-            f"start one (`mlops-course features cluster up`) or leave out --scheduler.") from None
+            f"start one (`mlops-course features cluster`) or leave out --scheduler.") from None
 
 
 def run_dask(data: Path, out: Path, memory_mb: int | None = None, scheduler: str | None = None,
