@@ -22,6 +22,18 @@ class Cluster:
     workers: int
     name: str
 
+    @property
+    def dashboard_ui(self) -> str:
+        """Where a browser finds the dashboard: through jupyter-server-proxy on a hub or Binder
+        (``<server>/proxy/<port>/status``), else direct."""
+        import os
+
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+        if prefix:
+            port = self.dashboard_url.rsplit(":", 1)[1].split("/")[0]
+            return f"{prefix.rstrip('/')}/proxy/{port}/status"
+        return self.dashboard_url
+
     def stop(self) -> None:
         sup = Supervisor()
         sup.stop(f"{self.name}-workers")

@@ -24,7 +24,7 @@ from ..errors import CourseError
 
 #: Rows per profile: smoke for CI, classroom shows the engines apart on one CPU within the
 #: lesson's 90 s budget, full is larger than Binder's memory.
-SIZES: dict[str, int] = {"smoke": 100_000, "classroom": 2_000_000, "full": 50_000_000}
+SIZES: dict[str, int] = {"smoke": 100_000, "classroom": 1_000_000, "full": 50_000_000}
 START = "2026-03-02"
 DAYS = 28
 EVENTS_PER_USER = 100       # on average over the 28 days

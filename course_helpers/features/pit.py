@@ -66,7 +66,7 @@ def naive_join(labels, rolling):
 def _model():
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=0)
+    return HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, random_state=0)
 
 
 def leakage_experiment(labels, rolling, seed: int = 0) -> dict:
