@@ -49,8 +49,8 @@ def _cli_compute(args) -> int:
 def _cli_cluster(args) -> int:
     from .cluster import start_cluster
 
-    c = start_cluster(workers=args.workers, memory_mb=args.memory_mb)
-    print(f"scheduler {c.address}  dashboard {c.dashboard_url}")
+    c = start_cluster(workers=args.workers, memory_mb=args.memory_mb, scheduler=args.scheduler)
+    print(f"scheduler {c.address}  dashboard {c.dashboard_url or '(the launcher)'}")
     print("use it: mlops-course features bench --engines dask --scheduler " + c.address)
     print("stop it: mlops-course cleanup")
     from .. import supervisor
@@ -88,4 +88,6 @@ def register_cli(subparsers) -> None:
     k = sub.add_parser("cluster", help="start a Dask scheduler and workers (stop: cleanup)")
     k.add_argument("--workers", type=int, default=2)
     k.add_argument("--memory-mb", type=int, default=512, help="per worker")
+    k.add_argument("--scheduler", help="join workers to this tcp://host:port instead of "
+                   "starting a scheduler (e.g. the Dask dashboard launcher's)")
     k.set_defaults(func=_cli_cluster)

@@ -29,7 +29,7 @@ class Cluster:
         import os
 
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
-        if prefix:
+        if prefix and self.dashboard_url:
             port = self.dashboard_url.rsplit(":", 1)[1].split("/")[0]
             return f"{prefix.rstrip('/')}/proxy/{port}/status"
         return self.dashboard_url
@@ -41,18 +41,25 @@ class Cluster:
 
 
 def start_cluster(workers: int = 2, memory_mb: int = 512, name: str = "dask",
-                  timeout_s: float = 60.0) -> Cluster:
+                  timeout_s: float = 60.0, scheduler: str | None = None) -> Cluster:
     """Start ``dask scheduler`` and ``dask worker`` (``workers`` processes, one thread and
-    ``memory_mb`` MB each); returns when every worker has registered."""
+    ``memory_mb`` MB each); returns when every worker has registered. With ``scheduler``
+    (``tcp://host:port``, e.g. the one the Dask dashboard launcher started) only the workers
+    are started, and they join it."""
     from .engines import connect, require
 
     require("distributed")
     sup = Supervisor()
-    port, dash = free_port(), free_port()
-    sup.start(f"{name}-scheduler", [
-        "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
-        "--dashboard-address", f"127.0.0.1:{dash}", "--no-show"], port=port, timeout=timeout_s)
-    address = f"tcp://127.0.0.1:{port}"
+    if scheduler:
+        connect(scheduler).close()  # one sentence within 10 s if nobody answers
+        address, dash_url = scheduler, ""
+    else:
+        port, dash = free_port(), free_port()
+        sup.start(f"{name}-scheduler", [
+            "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port),
+            "--dashboard-address", f"127.0.0.1:{dash}", "--no-show"], port=port,
+            timeout=timeout_s)
+        address, dash_url = f"tcp://127.0.0.1:{port}", f"http://127.0.0.1:{dash}/status"
     try:
         sup.start(f"{name}-workers", [
             "dask", "worker", address, "--nworkers", str(workers), "--nthreads", "1",
@@ -67,8 +74,7 @@ def start_cluster(workers: int = 2, memory_mb: int = 512, name: str = "dask",
         sup.stop(f"{name}-workers")
         sup.stop(f"{name}-scheduler")
         raise
-    return Cluster(address=address, dashboard_url=f"http://127.0.0.1:{dash}/status",
-                   workers=workers, name=name)
+    return Cluster(address=address, dashboard_url=dash_url, workers=workers, name=name)
 
 
 def wait_gone(address: str, within_s: float = 10.0) -> bool:

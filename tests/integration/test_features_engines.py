@@ -108,3 +108,23 @@ def test_redis_online_store_matches_offline(smoke_data, workspace):
     pd.testing.assert_frame_equal(online.get(users, at)[offline.columns], offline,
                                   check_dtype=False)
     online.close()
+
+
+def test_dask_dashboard_launcher_answers_under_its_proxy_prefix(workspace):
+    import urllib.request
+
+    from course_helpers import proxy
+    from course_helpers.supervisor import Supervisor, free_port
+
+    port, sched = free_port(), free_port()
+    shutil.os.environ[proxy.DASK_PORT_ENV] = str(sched)
+    try:
+        cmd = proxy.dask_command(port, "/user/amy/")
+    finally:
+        shutil.os.environ.pop(proxy.DASK_PORT_ENV)
+    assert proxy.setup_dask()["absolute_url"] is True
+    url = f"http://127.0.0.1:{port}/user/amy/dask/status"
+    Supervisor().start("dask-launcher", cmd, url=url, timeout=60)
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert resp.status == 200 and b"bokeh" in resp.read().lower()
+    engines.connect(f"tcp://127.0.0.1:{sched}").close()  # the scheduler a cluster can join
