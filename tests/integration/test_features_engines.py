@@ -5,7 +5,6 @@ the offline values."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -97,8 +96,9 @@ def test_redis_online_store_matches_offline(smoke_data, workspace):
     from course_helpers.features import pit, store
     from course_helpers.services import start_redis
 
-    need(shutil.which("redis-server") is not None or
-         shutil.os.path.exists("/usr/bin/redis-server"), "redis-server (Debian package)")
+    from course_helpers.config import find_binary
+
+    need(find_binary("redis-server") is not None, "redis-server (Debian package)")
     rolling = engines.rolling_features(data.load_events(smoke_data))
     at = rolling["ts"].quantile(0.8)
     online = store.OnlineStore(start_redis(name="features-redis"))
@@ -110,18 +110,15 @@ def test_redis_online_store_matches_offline(smoke_data, workspace):
     online.close()
 
 
-def test_dask_dashboard_launcher_answers_under_its_proxy_prefix(workspace):
+def test_dask_dashboard_launcher_answers_under_its_proxy_prefix(workspace, monkeypatch):
     import urllib.request
 
     from course_helpers import proxy
     from course_helpers.supervisor import Supervisor, free_port
 
     port, sched = free_port(), free_port()
-    shutil.os.environ[proxy.DASK_PORT_ENV] = str(sched)
-    try:
-        cmd = proxy.dask_command(port, "/user/amy/")
-    finally:
-        shutil.os.environ.pop(proxy.DASK_PORT_ENV)
+    monkeypatch.setenv(proxy.DASK_PORT_ENV, str(sched))
+    cmd = proxy.dask_command(port, "/user/amy/")
     assert proxy.setup_dask()["absolute_url"] is True
     url = f"http://127.0.0.1:{port}/user/amy/dask/status"
     Supervisor().start("dask-launcher", cmd, url=url, timeout=60)
