@@ -8,7 +8,7 @@ materialises features into an online store; ``bench`` measures engines under a m
 Importing this package is cheap: engines are imported when used.
 """
 
-from __future__ import annotations  # noqa: F404
+from __future__ import annotations
 
 PROFILES = ("smoke", "classroom", "full")
 

@@ -15,7 +15,6 @@ online (``features.store``) and on every Dask partition.
 from __future__ import annotations
 
 import importlib
-import os
 import shutil
 from pathlib import Path
 
@@ -280,7 +279,3 @@ def read(out: str | Path):
         tables.append(df.sort_values(keys, kind="stable").reset_index(drop=True))
     return tuple(tables)
 
-
-def threads_hint() -> int:
-    """CPUs this process may use (affinity), for messages."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
