@@ -58,6 +58,29 @@ def test_rolling_features_match_a_brute_force_count_with_ties_and_any_order():
     assert (got["secs_since_prev"].dropna() >= 0).all()
 
 
+def test_the_students_pandas_baseline_equals_the_reference_with_ties_and_any_order():
+    ev = _events()
+    want = engines.rolling_features(ev)
+    got = engines.rolling_features_baseline(ev)
+    pd.testing.assert_frame_equal(got, want, rtol=1e-9, atol=0)
+    t0 = pd.Timestamp("2026-03-02")
+    edges = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [5, 5, 6], "amount": [1.0, 2.0, 4.0],
+                          "ts": [t0, t0 + pd.Timedelta(days=7),
+                                 t0 + pd.Timedelta(days=7, microseconds=1)]})
+    pd.testing.assert_frame_equal(engines.rolling_features_baseline(edges),
+                                  engines.rolling_features(edges), rtol=1e-9, atol=0)
+
+
+def test_the_polars_plan_equals_the_reference_with_ties_and_any_order():
+    import polars as pl
+
+    ev = _events()
+    got = engines.polars_rolling(pl.from_pandas(ev).lazy()).collect().to_pandas()
+    got = got.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+    want = engines.rolling_features(ev)
+    pd.testing.assert_frame_equal(got.astype(want.dtypes.to_dict()), want, rtol=1e-9, atol=0)
+
+
 def test_window_edges_are_seven_days_open_on_the_left():
     t0 = pd.Timestamp("2026-03-02")
     ev = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [5, 5, 6], "amount": [1.0, 2.0, 4.0],
