@@ -6,7 +6,9 @@ gets under a memory budget.
 
 1. At the profile's size, every engine in its own subprocess under the budget (see
    ``course_helpers.features.bench``): prints the table and ``ratio_best_vs_pandas`` (pandas'
-   wall time over the fastest other engine's, same rows, same run).
+   wall time over the fastest other engine's, same rows, same run). The ``pandas`` engine is
+   the baseline a student writes first (``engines.rolling_features_baseline``:
+   ``groupby().rolling("7D")`` and a per-window ``apply`` for distinct items).
 2. Up the ladder of sizes: each engine runs at each size until it fails (over the budget,
    error or timeout); prints ``largest_rows_<engine>`` (the largest size it finished) and, for
    a size whose in-memory data (32 bytes a row) exceeds the budget, which engines finished.
@@ -69,8 +71,9 @@ def main() -> None:
         if in_memory_mb > args.memory_mb:
             print(f"larger_than_budget rows={info.rows} in_memory_mb={in_memory_mb:.0f} "
                   f"finished={','.join(done) or 'none'}")
-    for engine, rows in largest.items():
-        print(f"largest_rows_{engine}={rows}")
+    if sizes:
+        for engine, rows in largest.items():
+            print(f"largest_rows_{engine}={rows}")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,9 @@ def table(results: list[dict]):
 
 
 def ratio_best_vs_pandas(results: dict) -> float | None:
-    """pandas wall time / the fastest other engine's, same rows, same run (None if missing)."""
+    """pandas wall time / the fastest other engine's, same rows, same run (None if missing).
+
+    The ``pandas`` engine is the student's first version (``rolling_features_baseline``)."""
     ok = {e["engine"]: e["wall_s"] for e in results["engines"] if e["ok"]}
     others = [v for k, v in ok.items() if k != "pandas"]
     if "pandas" not in ok or not others:
