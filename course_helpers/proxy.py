@@ -1,4 +1,5 @@
-"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI and the Locust UI.
+"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI, the Locust UI and
+the Dask dashboard.
 
 ``binder/postBuild`` registers them in ``$NB_PYTHON_PREFIX/etc/jupyter/jupyter_server_config.py``::
 
@@ -46,6 +47,12 @@ MLFLOW_SERVER_ENV = {**TELEMETRY_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "fal
 #: (imports plus the first SQLite migration) takes far longer than the default 5 s.
 MLFLOW_TIMEOUT_S = 120.0
 LOCUST_TIMEOUT_S = 60.0
+
+DASK_TIMEOUT_S = 60.0
+#: The scheduler the "Dask dashboard" launcher starts listens here (loopback); connect workers
+#: with ``mlops-course features cluster --scheduler tcp://127.0.0.1:PORT``.
+DASK_PORT_ENV = "MLOPS_DASK_SCHEDULER_PORT"
+DASK_DEFAULT_PORT = 8786
 
 LOCUSTFILE_ENV = "MLOPS_LOCUSTFILE"
 LOCUST_HOST_ENV = "MLOPS_LOCUST_HOST"
@@ -133,6 +140,28 @@ def locust_environment() -> dict[str, str]:
     return dict(TELEMETRY_ENV)
 
 
+def dask_command(port: int, base_url: str = "/") -> list[str]:
+    """A ``dask scheduler`` whose dashboard answers under ``<base_url>dask/`` on ``port``.
+
+    The proxy keeps the full path (``absolute_url``), so the dashboard's own links work behind it.
+    """
+    sched = os.environ.get(DASK_PORT_ENV, str(DASK_DEFAULT_PORT))
+    prefix = base_url.rstrip("/") + "/dask"
+    return [find_binary("dask") or "dask", "scheduler", "--host", "127.0.0.1", "--port", sched,
+            "--dashboard-address", f"127.0.0.1:{port}", "--dashboard-prefix", prefix, "--no-show"]
+
+
+def setup_dask() -> dict:
+    """The ``dask`` proxy entry: a scheduler and its dashboard (workers join it separately)."""
+    return {
+        "command": dask_command,
+        "timeout": DASK_TIMEOUT_S,
+        "absolute_url": True,
+        "new_browser_tab": True,
+        "launcher_entry": _launcher("Dask dashboard"),
+    }
+
+
 def _launcher(title: str) -> dict:
     return {"enabled": True, "title": title, "category": "MLOps course"}
 
@@ -162,8 +191,8 @@ def setup_locust() -> dict:
 
 
 def servers() -> dict[str, dict]:
-    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ...}``."""
-    return {"mlflow": setup_mlflow(), "locust": setup_locust()}
+    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ..., "dask": ...}``."""
+    return {"mlflow": setup_mlflow(), "locust": setup_locust(), "dask": setup_dask()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,7 +148,7 @@ def test_servers_are_valid_server_proxy_config(mlops_home):
     from course_helpers import proxy
 
     config = jsp.ServerProxy(servers=proxy.servers())
-    assert set(config.servers) == {"mlflow", "locust"}
+    assert set(config.servers) == {"mlflow", "locust", "dask"}
     mlflow = config.servers["mlflow"]
     assert mlflow.launcher_entry.title == "MLflow UI"
     assert mlflow.launcher_entry.path_info == "mlflow/"
