@@ -46,6 +46,9 @@ class Settings:
     # Poll the registry this often (seconds) and swap in the version models:/NAME@ALIAS
     # points at; 0: resolve the alias once at start.
     follow_alias_s: float = 0.0
+    # Teaching switch (lesson 01): run /predict on the event loop, as a naive `async def`
+    # would, to measure what that does to /health. Never in production.
+    predict_on_loop: bool = False
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -65,6 +68,7 @@ class Settings:
             variant=env.get("MLOPS_VARIANT", "default"),
             max_requests_per_connection=int(env.get("MLOPS_MAX_REQUESTS_PER_CONNECTION", 0)),
             follow_alias_s=float(env.get("MLOPS_FOLLOW_ALIAS_S", 0)),
+            predict_on_loop=env.get("MLOPS_PREDICT_ON_LOOP", "").lower() in ("1", "true"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -75,6 +79,8 @@ class Settings:
                "MLOPS_MAX_REQUESTS_PER_CONNECTION": str(self.max_requests_per_connection)}
         if self.follow_alias_s:
             out["MLOPS_FOLLOW_ALIAS_S"] = str(self.follow_alias_s)
+        if self.predict_on_loop:
+            out["MLOPS_PREDICT_ON_LOOP"] = "true"
         if self.redis_url:
             out["MLOPS_REDIS_URL"] = self.redis_url
         return out
@@ -185,15 +191,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_docs(app)
 
-    # A plain `def`: FastAPI runs it in a worker thread, so the model, Redis and the log
-    # never block the event loop, and /health answers while /predict is saturated.
-    @app.post("/predict", response_model=PredictResponse,
-              responses={400: {"description": "invalid JSON"},
-                         413: {"description": "body over the size limit"},
-                         415: {"description": "not JSON"},
-                         422: {"description": "input does not match the model's signature, "
-                                              "or the model's output is not finite"}})
-    def predict(req: PredictRequest, request: Request):  # type: ignore[valid-type]
+    def predict(req, request: Request):
         t0 = time.perf_counter()
         model = state.model  # read once: one version answers the whole request
         rows = [r.model_dump() for r in (req.rows or [req.row])]
@@ -234,6 +232,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             probabilities=[r["q"] for r in results] if model.has_proba else None,
             model_name=model.name, model_version=model.version, variant=settings.variant,
             request_id=rid, cache_hits=hits)
+
+    # A plain `def`: FastAPI runs it in a worker thread, so the model, Redis and the log
+    # never block the event loop, and /health answers while /predict is saturated.
+    def threaded(req: PredictRequest, request: Request):  # type: ignore[valid-type]
+        return predict(req, request)
+
+    async def on_loop(req: PredictRequest, request: Request):  # type: ignore[valid-type]
+        return predict(req, request)  # blocks the event loop: the teaching switch only
+
+    app.post("/predict", response_model=PredictResponse,
+             responses={400: {"description": "invalid JSON"},
+                        413: {"description": "body over the size limit"},
+                        415: {"description": "not JSON"},
+                        422: {"description": "input does not match the model's signature, "
+                                             "or the model's output is not finite"}},
+             name="predict")(on_loop if settings.predict_on_loop else threaded)
 
     @app.get("/health")
     async def health():

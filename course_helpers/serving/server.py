@@ -55,13 +55,15 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
           cache_ttl_s: float = 300.0, redis_url: str | None = None, db: str | None = "default",
           max_batch: int = 256, variant: str = "default", timeout: float = 90.0,
           cpus: list[int] | None = None, memory_mb: int | None = None,
-          extra_env: dict[str, str] | None = None, follow_alias_s: float = 0.0) -> ServerHandle:
+          extra_env: dict[str, str] | None = None, follow_alias_s: float = 0.0,
+          predict_on_loop: bool = False) -> ServerHandle:
     """Start the server on 127.0.0.1 and wait until ``/ready`` answers.
 
     Before anything starts, the model URI, Redis and the database are checked: a problem
     raises :class:`~course_helpers.serving.loading.ServerStartError` in one sentence.
     ``follow_alias_s`` > 0 with a ``models:/NAME@ALIAS`` URI polls the registry that often
     and swaps in the version the alias points at, without failing a request.
+    ``predict_on_loop=True`` is lesson 01's teaching switch (see ``Settings``).
 
     ``db="default"`` logs predictions to ``<workspace>/serving/<name>.db`` (SQLite);
     pass a ``postgresql://`` URL, another path, or None to turn logging off.
@@ -79,6 +81,7 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
     settings = Settings(model_uri=model_uri, cache=cache, cache_size=cache_size,
                         cache_ttl_s=cache_ttl_s, redis_url=redis_url, db=db,
                         max_batch=max_batch, variant=variant, follow_alias_s=follow_alias_s,
+                        predict_on_loop=predict_on_loop,
                         # several workers share one socket: rebalance keep-alive connections
                         max_requests_per_connection=100 if workers > 1 else 0)
     preflight(settings)
