@@ -296,3 +296,38 @@ def test_serve_raises_before_starting_anything(workspace, tmp_path):
     with pytest.raises(ServerStartError, match="does not resolve"):
         serve(str(tmp_path / "absent"), db=None)
     assert not Supervisor().records()
+
+
+def test_follow_alias_swaps_the_model_under_load_without_a_failed_request(workspace):
+    """A real `mlflow server`, a real registry alias moved under load."""
+    from course_helpers import model, tracking
+
+    srv = tracking.start_server(set_uri=False)
+    name = "follow-alias-model"
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = srv.url
+    try:
+        first = model.train("logreg", n_rows=300, seed=0)
+        v1 = model.register(first[0], first[1], name=name, alias="champion")
+        server = serve(f"models:/{name}@champion", workers=2, cache="lru", db=None,
+                       follow_alias_s=0.5)
+        assert get(server.url + "/version")[1]["model_version"] == v1
+        second = model.train("logreg", n_rows=300, seed=1)
+        v2 = model.register(second[0], second[1], name=name, alias=None)
+        with Traffic(server.url, n=4) as traffic:
+            time.sleep(1.5)
+            tracking.promote(name, v2, "champion", uri=srv.url)
+            assert eventually(lambda: get(server.url + "/version")[1]["model_version"] == v2,
+                              within=20)
+            time.sleep(2.0)  # both workers must have swapped: every answer now from v2
+        seen = traffic.versions
+        print(f"\nstatuses {dict(traffic.codes)}; answers by version "
+              f"{dict(Counter(seen))}; /version {get(server.url + '/version')[1]['model_uri']}")
+        assert set(traffic.codes) == {200}, traffic.codes
+        assert seen[0] == v1 and seen[-1] == v2 and set(seen) == {v1, v2}
+        assert all(get(server.url + "/version")[1]["model_version"] == v2 for _ in range(6))
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
