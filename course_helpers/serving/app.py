@@ -263,7 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"status": "loading"}, status_code=503)
         if settings.db:
             try:
-                check_database(settings.db)
+                check_database(settings.db, starting_s=0)  # starting up: not ready yet
             except DatabaseUnavailable as err:
                 return JSONResponse({"status": "unavailable", "reason": str(err)},
                                     status_code=503)

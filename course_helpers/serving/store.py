@@ -76,31 +76,43 @@ def redact(url: str) -> str:
     return url.replace(f":{parts.password}@", ":***@") if parts.password else url
 
 
-def check_database(url: str, timeout_s: int = 2) -> None:
+def check_database(url: str, timeout_s: int = 2, starting_s: float = 10.0) -> None:
     """Open a fresh connection and run ``SELECT 1``; raise :class:`DatabaseUnavailable`.
 
-    ``timeout_s`` bounds the connection attempt (PostgreSQL counts whole seconds, at least 2).
+    ``timeout_s`` bounds each connection attempt (PostgreSQL counts whole seconds, at least
+    2). A PostgreSQL server that answers "starting up" is reachable: it is asked again for
+    up to ``starting_s`` seconds.
     """
-    try:
-        if _is_postgres(url):
-            import psycopg
+    deadline = time.monotonic() + starting_s
+    while True:
+        try:
+            _select_one(url, timeout_s)
+            return
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            starting = getattr(err, "sqlstate", None) == "57P03" or "starting up" in str(err)
+            if starting and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise DatabaseUnavailable(
+                f"the prediction log database {redact(url)} cannot be reached ({first[:160]}): "
+                f"start it, or serve with --db none") from None
 
-            with psycopg.connect(url, connect_timeout=max(2, int(timeout_s))) as conn:
-                conn.execute("SELECT 1")
-        else:
-            path = sqlite_path(url)
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=timeout_s)
-            try:
-                conn.execute("SELECT 1")
-            finally:
-                conn.close()
-    except Exception as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DatabaseUnavailable(
-            f"the prediction log database {redact(url)} cannot be reached ({first[:160]}): "
-            f"start it, or serve with --db none") from None
+
+def _select_one(url: str, timeout_s: int) -> None:
+    if _is_postgres(url):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=max(2, int(timeout_s))) as conn:
+            conn.execute("SELECT 1")
+        return
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=timeout_s)
+    try:
+        conn.execute("SELECT 1")
+    finally:
+        conn.close()
 
 
 class _Backend:

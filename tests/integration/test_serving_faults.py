@@ -213,21 +213,21 @@ def test_each_worker_listens_on_its_own_socket(workspace, logreg_uri):
 
 def test_sigterm_stops_a_foreground_serve_like_ctrl_c(workspace, logreg_uri):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "course_helpers.cli", "serve", "--model",
                              logreg_uri, "--port", str(port), "--cache", "none", "--db", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if get(f"http://127.0.0.1:{port}/ready")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
+        seen = []
+        for line in proc.stdout:  # until the CLI says it is serving in the foreground
+            seen.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        assert get(f"http://127.0.0.1:{port}/ready")[0] == 200, "".join(seen)
         master = Supervisor().get("model-server").pid
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=40)
+        out = "".join(seen) + out
     finally:
         proc.kill()
     print(out)
