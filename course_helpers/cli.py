@@ -76,7 +76,10 @@ def _image(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import signal
     import time
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
 
     from . import model as model_mod
     from .serving import serve
@@ -88,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
 
         redis_url = start_redis(name=f"{args.name}-redis")
     handle = serve(uri, name=args.name, port=args.port, workers=args.workers, cache=args.cache,
-                   redis_url=redis_url, db=args.db or "default")
+                   redis_url=redis_url, db=args.db or "default", follow_alias_s=args.follow_alias)
     print(f"serving {uri} at {handle.url} ({args.workers} worker(s), cache {args.cache}, "
           f"log {handle.db or 'off'})")
     print(f"try: curl -s {handle.url}/version ; docs at {handle.url}/docs")
@@ -183,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="prediction log: SQLite path, postgresql:// URL or 'none'")
     p.add_argument("--profile", choices=["smoke", "classroom", "full"])
     p.add_argument("--detach", action="store_true", help="return and leave it running")
+    p.add_argument("--follow-alias", type=float, default=0.0, metavar="SECONDS",
+                   help="with --model models:/NAME@ALIAS: poll the registry this often and "
+                        "swap in the version the alias points at, without failing a request")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("notebooks", help="execute lesson notebooks headless, with time and memory")

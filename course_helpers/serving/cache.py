@@ -66,26 +66,88 @@ class LRUCache:
         return len(self._data)
 
 
+class CacheUnavailable(RuntimeError):
+    """Redis did not answer at start: the server refuses to start rather than run blind."""
+
+
 class RedisCache:
-    """The same interface on a Redis server (shared by every worker and replica)."""
+    """The same interface on a Redis server (shared by every worker and replica).
 
-    def __init__(self, url: str, ttl_s: float = 300.0, prefix: str = "pred:") -> None:
+    Every Redis call is bounded by ``timeout_s`` (connect and read, no retry). A failed call
+    is counted in ``errors`` and answered as a miss (``get``) or skipped (``set``): the
+    request is served without the cache. After a failure Redis is left alone for
+    ``backoff_s`` seconds, so a paused Redis costs one timeout per ``backoff_s``, not one
+    per request; then the next call tries again and caching resumes when Redis is back.
+    """
+
+    def __init__(self, url: str, ttl_s: float = 300.0, prefix: str = "pred:",
+                 timeout_s: float = 0.05, backoff_s: float = 1.0, clock=time.monotonic,
+                 on_error=None) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self.ttl_s, self.prefix = ttl_s, prefix
-        self._r = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._r.ping()
+        self.ttl_s, self.prefix, self.backoff_s = ttl_s, prefix, backoff_s
+        self._clock, self._on_error = clock, on_error
+        self._errors_type = (redis.RedisError, OSError)
+        self._r = redis.Redis.from_url(url, socket_timeout=timeout_s,
+                                       socket_connect_timeout=timeout_s,
+                                       retry=Retry(NoBackoff(), 0))
+        self.errors = 0
+        self._down_until = 0.0
+        try:
+            self._r.ping()
+        except self._errors_type as err:
+            raise CacheUnavailable(
+                f"Redis at {_redact(url)} does not answer ({type(err).__name__}): start it, "
+                f"or serve with --cache lru") from None
+
+    @property
+    def degraded(self) -> bool:
+        """True while the last Redis call failed (the server answers without the cache)."""
+        return self._down_until > 0.0
+
+    def _call(self, fn, *args, **kwargs):
+        now = self._clock()
+        if now < self._down_until:
+            return None
+        try:
+            out = fn(*args, **kwargs)
+        except self._errors_type:
+            self.errors += 1
+            self._down_until = now + self.backoff_s
+            if self._on_error is not None:
+                self._on_error()
+            return None
+        self._down_until = 0.0
+        return out
 
     def get(self, key: str) -> dict | None:
-        raw = self._r.get(self.prefix + key)
+        raw = self._call(self._r.get, self.prefix + key)
         return json.loads(raw) if raw is not None else None
 
     def set(self, key: str, value: dict) -> None:
-        self._r.set(self.prefix + key, json.dumps(value), px=max(1, int(self.ttl_s * 1000)))
+        self._call(self._r.set, self.prefix + key, json.dumps(value),
+                   px=max(1, int(self.ttl_s * 1000)))
+
+    def check(self) -> bool:
+        """Ping Redis now (bounded by the timeout); True when it answers."""
+        self._down_until = 0.0  # a readiness probe always asks Redis itself
+        return self._call(self._r.ping) is not None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
 
 
 def make_cache(kind: str, *, maxsize: int = 10_000, ttl_s: float = 300.0,
-               redis_url: str | None = None) -> Cache | None:
+               redis_url: str | None = None, on_error=None) -> Cache | None:
     """``none`` -> None, ``lru`` -> LRUCache, ``redis`` -> RedisCache(redis_url)."""
     if kind in ("", "none", "off"):
         return None
@@ -94,5 +156,5 @@ def make_cache(kind: str, *, maxsize: int = 10_000, ttl_s: float = 300.0,
     if kind == "redis":
         if not redis_url:
             raise ValueError("cache 'redis' needs a Redis URL (MLOPS_REDIS_URL)")
-        return RedisCache(redis_url, ttl_s=ttl_s)
+        return RedisCache(redis_url, ttl_s=ttl_s, on_error=on_error)
     raise ValueError(f"unknown cache {kind!r}: choose none, lru or redis")

@@ -24,6 +24,8 @@ IN_FLIGHT = Gauge("mlops_requests_in_flight", "Prediction requests being served"
 CACHE_HITS = Counter("mlops_cache_hits_total", "Rows answered from the cache", ["model_version"])
 CACHE_MISSES = Counter("mlops_cache_misses_total", "Rows the model had to predict",
                        ["model_version"])
+CACHE_ERRORS = Counter("mlops_cache_errors_total",
+                       "Cache calls that failed or timed out (the request was served without it)")
 ROWS = Counter("mlops_predicted_rows_total", "Rows predicted (cached or not)", ["model_version"])
 
 

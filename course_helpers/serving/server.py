@@ -55,8 +55,15 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
           cache_ttl_s: float = 300.0, redis_url: str | None = None, db: str | None = "default",
           max_batch: int = 256, variant: str = "default", timeout: float = 90.0,
           cpus: list[int] | None = None, memory_mb: int | None = None,
-          extra_env: dict[str, str] | None = None) -> ServerHandle:
+          extra_env: dict[str, str] | None = None, follow_alias_s: float = 0.0,
+          predict_on_loop: bool = False) -> ServerHandle:
     """Start the server on 127.0.0.1 and wait until ``/ready`` answers.
+
+    Before anything starts, the model URI, Redis and the database are checked: a problem
+    raises :class:`~course_helpers.serving.loading.ServerStartError` in one sentence.
+    ``follow_alias_s`` > 0 with a ``models:/NAME@ALIAS`` URI polls the registry that often
+    and swaps in the version the alias points at, without failing a request.
+    ``predict_on_loop=True`` is lesson 01's teaching switch (see ``Settings``).
 
     ``db="default"`` logs predictions to ``<workspace>/serving/<name>.db`` (SQLite);
     pass a ``postgresql://`` URL, another path, or None to turn logging off.
@@ -67,13 +74,17 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
 
     ws = config.workspace()
     port = port or free_port()
+    if db in ("none", "off", ""):
+        db = None
     if db == "default":
         db = str(config.workspace_dir("serving") / f"{name}.db")
     settings = Settings(model_uri=model_uri, cache=cache, cache_size=cache_size,
                         cache_ttl_s=cache_ttl_s, redis_url=redis_url, db=db,
-                        max_batch=max_batch, variant=variant,
+                        max_batch=max_batch, variant=variant, follow_alias_s=follow_alias_s,
+                        predict_on_loop=predict_on_loop,
                         # several workers share one socket: rebalance keep-alive connections
                         max_requests_per_connection=100 if workers > 1 else 0)
+    preflight(settings)
     prom_dir = config.workspace_dir("serving", f"{name}.prom")
     env = settings.to_env() | {"PROMETHEUS_MULTIPROC_DIR": str(prom_dir),
                                "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
@@ -101,6 +112,29 @@ def serve(model_uri: str, *, name: str = "model-server", port: int | None = None
                                timeout=timeout,
                                env=env)
     return ServerHandle(name, f"http://127.0.0.1:{port}", port, rec.pid, workers, db, ws)
+
+
+def preflight(settings) -> None:
+    """Check what the server needs before starting it; one sentence per problem.
+
+    The same checks run again inside the server (``create_app``), for servers started
+    without this function (containers, a hand-written gunicorn command).
+    """
+    from .cache import make_cache
+    from .loading import ServerStartError, check_model, parse_alias
+    from .store import check_database
+
+    if settings.follow_alias_s and parse_alias(settings.model_uri) is None:
+        raise ServerStartError(f"--follow-alias needs a models:/NAME@ALIAS model URI, "
+                               f"not {settings.model_uri}")
+    try:  # the cheap checks first
+        if settings.cache == "redis":
+            make_cache("redis", redis_url=settings.redis_url)
+        if settings.db:
+            check_database(settings.db)
+    except (RuntimeError, ValueError) as err:
+        raise ServerStartError(str(err)) from None
+    check_model(settings.model_uri)
 
 
 def gunicorn_command(workers: int, bind: str,

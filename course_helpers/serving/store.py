@@ -64,9 +64,65 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len("sqlite:///"):] if url.startswith("sqlite:///") else url)
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The prediction log's database cannot be reached."""
+
+
+def redact(url: str) -> str:
+    """A database URL without its password, fit for an error message."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+def check_database(url: str, timeout_s: int = 2, starting_s: float = 10.0) -> None:
+    """Open a fresh connection and run ``SELECT 1``; raise :class:`DatabaseUnavailable`.
+
+    ``timeout_s`` bounds each connection attempt (PostgreSQL counts whole seconds, at least
+    2). A PostgreSQL server that answers "starting up" is reachable: it is asked again for
+    up to ``starting_s`` seconds.
+    """
+    deadline = time.monotonic() + starting_s
+    while True:
+        try:
+            _select_one(url, timeout_s)
+            return
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            starting = getattr(err, "sqlstate", None) == "57P03" or "starting up" in str(err)
+            if starting and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise DatabaseUnavailable(
+                f"the prediction log database {redact(url)} cannot be reached ({first[:160]}): "
+                f"start it, or serve with --db none") from None
+
+
+def _select_one(url: str, timeout_s: int) -> None:
+    if _is_postgres(url):
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=max(2, int(timeout_s))) as conn:
+            conn.execute("SELECT 1")
+        return
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), timeout=timeout_s)
+    try:
+        conn.execute("SELECT 1")
+    finally:
+        conn.close()
+
+
 class _Backend:
     def __init__(self, url: str) -> None:
+        self.url = url
         self.postgres = _is_postgres(url)
+        self._connect()
+
+    def _connect(self) -> None:
+        url = self.url
         if self.postgres:
             import psycopg
 
@@ -99,6 +155,14 @@ class _Backend:
         else:
             self.conn.executemany(self.sql, values)
         self.conn.commit()
+
+    def reconnect(self) -> None:
+        """After a failed write: drop the connection and open a new one (may raise)."""
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        self._connect()
 
     def close(self) -> None:
         self.conn.close()
@@ -162,6 +226,10 @@ class PredictionLog:
             except Exception:
                 self.errors += 1
                 time.sleep(0.1 * (attempt + 1))
+                try:
+                    self._backend.reconnect()
+                except Exception:
+                    pass
         # last resort: keep the rows on disk next to the database rather than lose them
         spill = Path(str(sqlite_path(self.url)) + ".unwritten.jsonl") if not self._backend.postgres \
             else Path("prediction-log.unwritten.jsonl")

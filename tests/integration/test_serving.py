@@ -107,9 +107,10 @@ def test_workers_starting_together_create_the_log_table_once(workspace):
     """Each gunicorn worker creates the table at start; together they must not collide."""
     need(shutil.which("initdb") or bool(__import__("glob").glob("/usr/lib/postgresql/*/bin/initdb")),
          "PostgreSQL (Debian package postgresql)")
-    from course_helpers.serving.store import _Backend
+    from course_helpers.serving.store import _Backend, check_database
 
     db = services.start_postgres()
+    check_database(db)  # waits while PostgreSQL says "starting up"
     start = threading.Barrier(8)
 
     def open_log(_):

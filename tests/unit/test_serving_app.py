@@ -99,7 +99,7 @@ def test_not_an_object(client):
 
 
 def test_invalid_json(client):
-    assert "invalid JSON" in bad(client, content='{"row": {"f00": 1.0,', status=400)
+    assert "not valid JSON" in bad(client, content='{"row": {"f00": 1.0,', status=400)
 
 
 def test_body_over_one_megabyte(client):
@@ -128,3 +128,114 @@ def test_predictions_are_logged_on_shutdown(logreg_uri, tmp_path):
     df = read_predictions(str(db))
     assert len(df) == 20 and set(df.cache_hit) == {0}
     assert json.loads(df.inputs[0]) == request_rows(1)[0]
+
+
+def test_wrong_method_and_unknown_path_use_the_error_shape(client):
+    r = client.get("/predict")
+    assert r.status_code == 405 and r.json() == {"error": "GET is not allowed on /predict: use POST"}
+    r = client.get("/nowhere")
+    assert r.status_code == 404 and "/docs" in r.json()["error"]
+
+
+def test_wrong_content_type_is_415(client):
+    r = client.post("/predict", content=json.dumps({"row": ROW}),
+                    headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "Content-Type: application/json" in r.json()["error"]
+
+
+def test_empty_body_is_422(client):
+    assert "body is empty" in bad(client, content=b"")
+
+
+def test_unparseable_body_is_400(client):
+    assert "parsed as JSON" in bad(client, content=b'{"row": "\xff\xfe"}', status=400)
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    chunk = json.dumps({"rows": [ROW] * 400}).encode()
+
+    def body():
+        for _ in range(5):  # no Content-Length: sent chunked, 1.4 MB in all
+            yield chunk
+
+    r = client.post("/predict", content=body(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+
+def test_key_order_does_not_matter(client):
+    shuffled = dict(reversed(list(ROW.items())))
+    assert list(shuffled) != list(ROW)
+    a = client.post("/predict", json={"row": ROW}).json()
+    b = client.post("/predict", json={"row": shuffled}).json()
+    assert a["probabilities"] == b["probabilities"]
+
+
+def test_non_finite_output_is_422_not_cached_not_logged(logreg_uri, tmp_path):
+    from course_helpers.serving.store import read_predictions
+
+    db = tmp_path / "log.db"
+    app = create_app(Settings(model_uri=logreg_uri, db=str(db)))
+    # finite inputs whose weighted sum overflows to inf - inf = NaN inside the model
+    extreme = {k: 1.79e308 for k in ROW}
+    with TestClient(app) as c:
+        r = c.post("/predict", json={"rows": [ROW, extreme]})
+        assert r.status_code == 422, r.text
+        assert "row(s) 1" in r.json()["error"] and "not a finite number" in r.json()["error"]
+        again = c.post("/predict", json={"row": ROW}).json()
+        assert again["cache_hits"] == 0, "nothing from the refused request may be cached"
+    assert len(read_predictions(str(db))) == 1, "only the good request is logged"
+
+
+def test_docs_render_from_local_assets(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    for asset in ("docs-assets/swagger-ui-bundle.js", "docs-assets/swagger-ui.css"):
+        assert asset in page.text
+        r = client.get("/" + asset)
+        assert r.status_code == 200 and len(r.content) > 10_000
+    assert client.get("/redoc").status_code == 404
+
+
+def test_ready_reports_the_cache_and_health_is_cheap(client):
+    body = client.get("/ready").json()
+    assert body["status"] == "ready" and body["cache"] == "lru"
+
+
+def test_unreachable_database_refuses_to_start(logreg_uri, tmp_path):
+    from course_helpers.serving.loading import ServerStartError
+    from course_helpers.supervisor import free_port
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    with pytest.raises(ServerStartError) as err:
+        create_app(Settings(model_uri=logreg_uri, db=url))
+    msg = str(err.value)
+    assert "cannot be reached" in msg and "--db none" in msg and "\n" not in msg
+
+
+def test_unreachable_redis_refuses_to_start(logreg_uri):
+    from course_helpers.serving.loading import ServerStartError
+    from course_helpers.supervisor import free_port
+
+    with pytest.raises(ServerStartError, match="does not answer.*--cache lru"):
+        create_app(Settings(model_uri=logreg_uri, cache="redis",
+                            redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+
+
+def test_unresolvable_model_uri_is_one_sentence(tmp_path):
+    from course_helpers.serving.loading import ServerStartError, check_model
+
+    with pytest.raises(ServerStartError) as err:
+        check_model(str(tmp_path / "no-such-model"))
+    assert "does not resolve" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_teaching_switch_puts_predict_on_the_event_loop(logreg_uri, monkeypatch):
+    monkeypatch.setenv("MLOPS_MODEL_URI", logreg_uri)
+    monkeypatch.setenv("MLOPS_PREDICT_ON_LOOP", "true")
+    settings = Settings.from_env()
+    assert settings.predict_on_loop and settings.to_env()["MLOPS_PREDICT_ON_LOOP"] == "true"
+    for on_loop in (False, True):
+        app = create_app(Settings(model_uri=logreg_uri, db=None, predict_on_loop=on_loop))
+        route = next(r for r in app.routes if getattr(r, "path", "") == "/predict")
+        assert route.endpoint.__name__ == ("on_loop" if on_loop else "threaded")
