@@ -28,6 +28,7 @@ RECIPE_VERSION = "1"  # bump when the image recipe changes in a way the hash can
 SERVING_REQUIREMENTS = (
     "fastapi", "pydantic", "gunicorn", "uvicorn", "uvicorn-worker", "uvloop", "httptools",
     "prometheus-client", "scikit-learn", "numpy", "pandas", "mlflow-skinny", "skops", "psutil",
+    "swagger-ui-bundle",
 )
 
 #: The health check, as the container runs it (the base images have Python, not curl).
