@@ -48,8 +48,14 @@ NOBODY = 65534
 LABEL = "org.mlops-course.grading-sandbox"
 GRADER_IMAGE = "mlops-course/grader:latest"
 GRADER_IMAGE_ENV = "MLOPS_GRADER_IMAGE"
-# what the assignment kernels import (pinned through requirements.lock at build time)
-GRADER_REQUIREMENTS = ["ipykernel", "numpy", "pandas", "pyyaml", "scikit-learn", "psutil"]
+# what the assignment kernels import (pinned through requirements.lock at build time):
+# the course's runtime packages, without the servers that only the grader or JupyterLab use
+GRADER_REQUIREMENTS = ["ipykernel", "numpy", "pandas", "pyyaml", "scikit-learn", "psutil",
+                       "matplotlib", "check-jsonschema", "kubernetes-validate", "mlflow",
+                       "prefect", "pandera", "requests", "fastapi", "uvicorn", "tqdm",
+                       # redis needs it below Python 3.11.3 (the offline base has 3.11.2);
+                       # the host's pip, on a newer 3.11, does not download it by itself
+                       "async-timeout>=4.0.3"]
 PRIVATE = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
 
 

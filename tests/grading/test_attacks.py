@@ -158,6 +158,30 @@ def test_docker_snooping_student_is_contained(docker_batch):
     _honest_ok(docker_batch["rows"])
 
 
+@pytest.mark.docker
+@pytest.mark.parametrize("assignment", ["a00_warmup", "a01_simple_system", "a02_scaling",
+                                        "a04_deployment_spec"])
+def test_docker_sandbox_runs_every_solution(workspace, tmp_path, assignment):
+    """The grading image has what the assignments import: solutions keep full marks."""
+    need(importlib.util.find_spec("nbgrader") is not None, "nbgrader (pip install -e .)")
+    from course_helpers import grading
+    from course_helpers.grading.sandbox import docker_sandbox_available
+
+    ok, why = docker_sandbox_available()
+    need(ok, f"the docker sandbox ({why})")
+    source = ROOT / "assignments" / "source" / assignment
+    (tmp_path / "subs" / "teacher").mkdir(parents=True)
+    for nb in source.glob("*.ipynb"):
+        nbformat.write(nbformat.read(str(nb), as_version=4),
+                       str(tmp_path / "subs" / "teacher" / nb.name))
+    assert grading.grade_batch(assignment, str(tmp_path / "subs"), str(tmp_path / "out"),
+                               sandbox="docker") == 0
+    with open(tmp_path / "out" / "grades.csv", newline="") as fh:
+        (row,) = csv.DictReader(fh)
+    auto_max = float(row["max_score"]) - float(row["manual_pending"])
+    assert (float(row["score"]), row["status"], row["tamper"]) == (auto_max, "ok", ""), row
+
+
 def _printed(out: Path, student_suffix: str) -> str:
     """Everything the first answer cell of that student printed when it was graded."""
     folder = next(s for s in (out / "autograded").iterdir() if s.name.endswith(student_suffix))
