@@ -232,6 +232,7 @@ class SandboxKernelManager(AsyncKernelManager):
         if cmd and Path(cmd[0]).name.startswith("python"):
             cmd[0] = python
         spec = {"workdir": str(self._box), "private": PRIVATE, "private_mb": 64,
+                "expose": [str(Path(sys.base_prefix).resolve())],
                 "hide": [h for h in self.hide if not str(self._box).startswith(h.rstrip("/") + "/")],
                 "uid": ids[0] if ids else None, "gid": ids[1] if ids else None,
                 "env": self._kernel_env(self._box / "work"),
