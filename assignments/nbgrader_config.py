@@ -42,6 +42,11 @@ c.Execute.interrupt_on_timeout = True
 # read-only and test cells are restored from the source by nbgrader anyway.
 c.OverwriteCells.add_missing_cells = True
 
+# Wrong solutions kept beside an assignment for `mlops-course grade mutants` never reach
+# students (release) nor a student's sandbox (autograde).
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
+                            "mutants.yaml"]
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 

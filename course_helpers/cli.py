@@ -52,7 +52,15 @@ def _grade(args: argparse.Namespace) -> int:
             import os
 
             os.environ["MLOPS_GRADING_TIMEOUT"] = str(args.timeout)
-        return grading.grade_batch(args.assignment, args.submissions_dir, args.out)
+        return grading.grade_batch(args.assignment, args.submissions_dir, args.out,
+                                   sandbox=args.sandbox)
+    if args.grade_cmd == "mutants":
+        return grading.grade_mutants(args.assignments or None)
+    if args.grade_cmd == "image":
+        from .grading.sandbox import build_grader_image
+
+        print(f"built {build_grader_image(args.tag)}")
+        return 0
     if args.grade_cmd == "fetch":
         dest = args.dest or args.assignment
         for path in grading.release(args.assignment, dest):
@@ -160,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("submissions_dir")
     g.add_argument("--out", help="where to write grades.csv and feedback (default: workspace)")
     g.add_argument("--timeout", type=int, help="seconds a cell may run (default 30)")
+    g.add_argument("--sandbox", choices=["auto", "process", "docker"], default="auto",
+                   help="where student code runs (default auto: docker if the grading image "
+                        "is built, else process)")
+    g = gsub.add_parser("mutants", help="plausible wrong solutions must lose points")
+    g.add_argument("assignments", nargs="*", help="default: every assignment in source/")
+    g = gsub.add_parser("image", help="build the docker sandbox's grading image (offline)")
+    g.add_argument("--tag", help="image name (default: $MLOPS_GRADER_IMAGE or "
+                                 "mlops-course/grader:latest)")
     g = gsub.add_parser("fetch", help="copy the blank student version of an assignment")
     g.add_argument("assignment")
     g.add_argument("dest", nargs="?", help="folder to write to (default: ./<assignment>)")

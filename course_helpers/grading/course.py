@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -29,6 +30,7 @@ from traitlets.config.loader import PyFileConfigLoader
 from ..errors import CourseError
 from .execute import (KERNEL_DIED, TIMEOUT, autograde_preprocessors, error_names,
                       is_autograded_test, sanitize_preprocessors)
+from .guard import TAMPER, cause
 
 COURSE_ID = "mlops-with-cloud"
 CONFIG_FILE = "nbgrader_config.py"
@@ -55,6 +57,7 @@ class NotebookResult:
     notebook: str
     cells: list[CellResult]
     events: list[str] = dataclasses.field(default_factory=list)
+    tamper: list[str] = dataclasses.field(default_factory=list)  # what the guard caught
 
     def auto(self, *, visible_only: bool = False) -> list[CellResult]:
         return [c for c in self.cells if c.kind == "auto" and not (visible_only and c.hidden)]
@@ -123,19 +126,24 @@ class ScratchCourse:
     """A copy of the course directory's config and sources, graded with nbgrader's API."""
 
     def __init__(self, root: Path, source: Path, assignments: list[str], *,
-                 timeout: int | None = None, config_file: Path | None = None) -> None:
+                 timeout: int | None = None, config_file: Path | None = None,
+                 sandbox: str = "none", hide: list[Path] | None = None) -> None:
         self.root = root
+        self.sandbox = sandbox
         shutil.rmtree(root, ignore_errors=True)
         (root / "source").mkdir(parents=True)
         (root / "exchange").mkdir()
         for name in assignments:
             shutil.copytree(source / name, root / "source" / name,
-                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__",
+                                                          "mutants.yaml"))
         cfg = Config()
         if config_file is not None and config_file.exists():
             shutil.copy(config_file, root / CONFIG_FILE)
             cfg.merge(PyFileConfigLoader(CONFIG_FILE, path=str(root)).load_config())
         cfg.merge(self._overrides(timeout))
+        cfg.SandboxKernelManager.mode = sandbox
+        cfg.SandboxKernelManager.hide = sorted({str(p) for p in [root, *(hide or [])]})
         self.log = logging.getLogger("course_helpers.grading.nbgrader")
         self.log.propagate = False  # nbgrader's chatter goes into each result's captured log
         if not self.log.handlers:
@@ -205,10 +213,17 @@ class ScratchCourse:
         return ok, text, time.monotonic() - started
 
     def feedback(self, assignment: str, student: str) -> list[Path]:
-        """Generate the HTML feedback of one autograded submission."""
+        """Generate the HTML feedback of one autograded submission; answers not graded
+        by hand yet show as pending (nbgrader's template shows them as 0)."""
         ok, _ = self._run("generate_feedback",
                           lambda: self.api.generate_feedback(assignment, student, force=True))
-        return sorted(self.path("feedback", assignment, student).glob("*.html")) if ok else []
+        files = sorted(self.path("feedback", assignment, student).glob("*.html")) if ok else []
+        for html in files:
+            res = self.result(assignment, student, html.stem)
+            pending = {c.grade_id: c.max_score for c in res.cells
+                       if c.kind == "manual" and c.score is None}
+            html.write_text(mark_pending(html.read_text(), pending))
+        return files
 
     def max_score(self, assignment: str) -> float:
         """Total points of the assignment (autograded and graded by hand)."""
@@ -223,7 +238,8 @@ class ScratchCourse:
                 for c in release.cells if "grade_id" in c.get("metadata", {}).get("nbgrader", {})}
         graded = self.path("autograded", assignment, student) / f"{notebook}.ipynb"
         ran: dict[str, nbformat.NotebookNode] = {}
-        events = []
+        events: list[str] = []
+        tamper: list[str] = []
         for i, cell in enumerate(read_notebook(graded).cells if graded.exists() else []):
             gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", f"cell {i + 1}")
             ran[gid] = cell
@@ -231,10 +247,15 @@ class ScratchCourse:
                 events.append(f"{gid} killed the kernel")
             elif TIMEOUT in error_names(cell):
                 events.append(f"{gid} timed out (interrupted at the time limit)")
+            if TAMPER in error_names(cell):
+                tamper.append(cause(next(o.get("evalue", "") for o in cell.outputs
+                                         if o.get("ename") == TAMPER)))
         scores: dict[str, float | None] = {}
         with Gradebook(self.api.coursedir.db_url, COURSE_ID) as gb:
             with contextlib.suppress(MissingEntry):
-                scores = {g.name: g.score for g in
+                # nbgrader's Grade.score is 0 when nothing is set: keep "not graded yet"
+                scores = {g.name: None if g.auto_score is None and g.manual_score is None
+                          else g.score for g in
                           gb.find_submission_notebook(notebook, assignment, student).grades}
         cells = []
         for gid, kind in cell_kinds(release).items():
@@ -244,7 +265,8 @@ class ScratchCourse:
                 gid, kind, (score or 0.0) if kind == "auto" else score, float(md.get("points", 0)),
                 error=_why(ran.get(gid)) if kind == "auto" else "",
                 hidden=kind == "auto" and not has_code(source)))
-        return NotebookResult(student, assignment, notebook, cells, events=events)
+        return NotebookResult(student, assignment, notebook, cells, events=events,
+                              tamper=list(dict.fromkeys(tamper)))
 
 
 def _why(cell: nbformat.NotebookNode | None) -> str:
@@ -257,6 +279,30 @@ def _why(cell: nbformat.NotebookNode | None) -> str:
         if out.get("output_type") == "stream" and out.get("name") == "stderr":
             return first_line("wrote to stderr (counts as a failure): " + out.get("text", ""))
     return ""
+
+
+def mark_pending(html: str, pending: dict[str, float]) -> str:
+    """nbgrader feedback HTML with "pending" instead of "0.0" for answers not graded yet
+    (grade_id -> points), and the pending points next to the notebook's score."""
+    for gid, points in pending.items():
+        anchor = re.escape(gid)
+        html = re.sub(rf'(<a href="#{anchor}">[^<]*</a> \(Score: )0\.0( / )', r"\1pending\2", html)
+        html = re.sub(rf'(<a name="{anchor}"></a>.*?Score: )0\.0( / )', r"\1pending\2", html,
+                      count=1, flags=re.S)
+    if pending:
+        total = sum(pending.values())
+        html = re.sub(r"(\(Score: [\d.]+ / [\d.]+)\)</h4>",
+                      rf"\1; {total:g} pending, graded by hand)</h4>", html, count=1)
+    return html
+
+
+HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
+                          re.S | re.M)
+
+
+def without_hidden_tests(source: str) -> str:
+    """A cell's source with its ``### BEGIN/END HIDDEN TESTS`` blocks removed."""
+    return HIDDEN_BLOCK.sub("", source)
 
 
 def strip_hidden_tests(path: Path) -> None:
@@ -281,6 +327,8 @@ def tampering(release: nbformat.NotebookNode, submitted: nbformat.NotebookNode) 
         if gid not in theirs:
             if md.get("grade") or md.get("task"):
                 notes.append(f"{gid} was deleted (put back for grading)")
-        elif md.get("locked") and theirs[gid].source.strip() != cell.source.strip():
+        elif md.get("locked") and (without_hidden_tests(theirs[gid].source).strip()
+                                   != without_hidden_tests(cell.source).strip()):
+            # a copy of the source notebook holds the hidden tests: not an edit
             notes.append(f"{gid} was edited (restored from the source)")
     return notes

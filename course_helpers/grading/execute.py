@@ -177,10 +177,13 @@ class RobustOverwriteCells(OverwriteCells):
 
 
 def autograde_preprocessors() -> list[type]:
-    """nbgrader's default autograde steps with ``Execute`` swapped for ``RobustExecute``."""
+    """nbgrader's default autograde steps with ``Execute`` swapped for ``GuardedExecute``
+    (``RobustExecute`` plus integrity checks and a sandboxed kernel, see guard.py)."""
     from nbgrader.converters import Autograde
 
-    return [RobustExecute if pp is Execute else pp
+    from .guard import GuardedExecute
+
+    return [GuardedExecute if pp is Execute else pp
             for pp in Autograde.class_traits()["autograde_preprocessors"].default()]
 
 

@@ -21,6 +21,13 @@ pytestmark = pytest.mark.grading
 ASSIGNMENTS = ROOT / "assignments"
 
 
+def _sandbox() -> str:
+    """The fast sandbox where there is one (the docker sandbox has its own tests)."""
+    from course_helpers.grading.sandbox import process_sandbox_available
+
+    return "process" if process_sandbox_available()[0] else "auto"
+
+
 @pytest.fixture(autouse=True)
 def _needs_nbgrader(monkeypatch):
     need(importlib.util.find_spec("nbgrader") is not None, "nbgrader (pip install -e .)")
@@ -151,7 +158,8 @@ def test_batch_survives_bad_submissions(workspace, tmp_path, capsys):
     out = tmp_path / "results"
 
     started = time.monotonic()
-    assert grading.grade_batch("a00_warmup", str(subs), str(out), timeout=5) == 0
+    assert grading.grade_batch("a00_warmup", str(subs), str(out), timeout=5,
+                               sandbox=_sandbox()) == 0
     elapsed = time.monotonic() - started
     printed = capsys.readouterr().out
     assert str(out / "grades.csv") in printed
@@ -200,12 +208,20 @@ def test_batch_accepts_flat_and_nbgrader_layouts(workspace, tmp_path, capsys):
     shutil.copyfile(subs / "amy" / "a00_warmup.ipynb", subs / "di" / "Copy of warmup.ipynb")
     (subs / "ed").mkdir()  # nothing to grade
     (subs / ".ipynb_checkpoints").mkdir()
+    # a copy of the instructor's notebook: it holds the hidden tests, which is not an edit
+    shutil.copyfile(ASSIGNMENTS / "source" / "a00_warmup" / "a00_warmup.ipynb", subs / "fa.ipynb")
 
-    assert grading.grade_batch("a00_warmup", str(subs), str(tmp_path / "out")) == 0
+    assert grading.grade_batch("a00_warmup", str(subs), str(tmp_path / "out"),
+                               sandbox=_sandbox()) == 0
     with open(tmp_path / "out" / "grades.csv", newline="") as fh:
         rows = {r["student"]: r for r in csv.DictReader(fh)}
     assert {s: float(r["score"]) for s, r in rows.items()} == {
-        "amy": 10, "bo": 10, "cy": 0, "di": 10, "ed": 0}
+        "amy": 10, "bo": 10, "cy": 0, "di": 10, "ed": 0, "fa": 10}
+    assert "edited" not in rows["fa"]["notes"], rows["fa"]
+    # the written answer is not graded yet: pending, not 0
+    html = (tmp_path / "out" / "feedback" / "amy" / "a00_warmup.html").read_text()
+    assert "Written response</a> (Score: pending / 2.0)" in html
+    assert "2 pending, graded by hand)</h4>" in html
     assert "graded Copy of warmup.ipynb as a00_warmup.ipynb" in rows["di"]["notes"]
     assert rows["ed"]["status"] == "missing"
     assert "a00_warmup.ipynb is missing" in rows["ed"]["notes"]

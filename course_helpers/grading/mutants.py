@@ -1,0 +1,142 @@
+"""Plausible wrong solutions ("mutants") that the tests of an assignment must catch.
+
+Each assignment may keep ``mutants.yaml`` beside its notebook (``source/<a>/mutants.yaml``,
+never released to students: ``nbgrader_config.py`` ignores it). A mutant is the
+instructor's solution with a few exact text replacements in one solution cell, written
+as a teacher expects students to err::
+
+    - name: percentile_rounds
+      why: nearest rank with round() instead of math.ceil()
+      cell: latency_percentile            # grade_id of the solution cell
+      notebook: a00_warmup                # optional when the assignment has one notebook
+      replace:
+        - ["rank = math.ceil(q * len(durations) / 100)",
+           "rank = max(1, round(q * len(durations) / 100))"]
+
+:func:`grade_mutants` autogrades every mutant like a submission: each must lose
+autograded points, otherwise its tests let a wrong answer through.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+from ..errors import CourseError
+
+MUTANTS_FILE = "mutants.yaml"
+
+
+@dataclasses.dataclass
+class Mutant:
+    """One wrong solution: replacements (old, new) in one solution cell of one notebook."""
+
+    name: str
+    why: str
+    cell: str
+    replace: list[tuple[str, str]]
+    notebook: str | None = None
+
+
+def load_mutants(folder: Path) -> list[Mutant]:
+    """The mutants of an assignment folder ([] if it has no ``mutants.yaml``)."""
+    import yaml
+
+    path = folder / MUTANTS_FILE
+    if not path.exists():
+        return []
+    try:
+        data = yaml.safe_load(path.read_text()) or []
+        mutants = [Mutant(name=str(m["name"]), why=str(m.get("why", "")), cell=str(m["cell"]),
+                          replace=[(str(a), str(b)) for a, b in m["replace"]],
+                          notebook=m.get("notebook")) for m in data]
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        raise CourseError(f"{path} is not a list of mutants (name, why, cell, replace: "
+                          f"[[old, new], ...]): {err}") from None
+    names = [m.name for m in mutants]
+    if len(names) != len(set(names)):
+        raise CourseError(f"{path}: mutant names must be unique")
+    return mutants
+
+
+def apply_mutant(source_nb: Path, mutant: Mutant, dest: Path) -> None:
+    """Write the solution notebook with the mutant's replacements made in its cell."""
+    import nbformat
+
+    nb = nbformat.read(str(source_nb), as_version=4)
+    cells = [c for c in nb.cells
+             if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == mutant.cell]
+    if not cells:
+        raise CourseError(f"mutant {mutant.name}: no cell {mutant.cell!r} in {source_nb.name}")
+    cell = cells[0]
+    for old, new in mutant.replace:
+        if old not in cell.source:
+            raise CourseError(f"mutant {mutant.name} no longer applies: {old!r} is not in "
+                              f"cell {mutant.cell} of {source_nb.name}; update mutants.yaml")
+        cell.source = cell.source.replace(old, new)
+    nbformat.write(nb, str(dest))
+
+
+def grade_mutants(assignments: list[str] | None = None, *, timeout: int | None = None) -> int:
+    """Autograde every mutant of every assignment (or those named) and print, per mutant,
+    its score and the test cells that caught it. Returns 1 if a mutant keeps full
+    autograded marks (or a mutants file is broken), else 0. Assignments without a
+    ``mutants.yaml`` are listed and skipped."""
+    from . import _course, _pick, _print_table, _pts, _scratch, course_dir
+
+    course = course_dir()
+    names = _pick(course / "source", assignments)
+    rows: list[tuple[str, ...]] = []
+    problems: list[str] = []
+    skipped: list[str] = []
+    root = _scratch("mutants")
+    sc = _course(root / "course", course / "source", names, timeout,
+                 course / "nbgrader_config.py")
+    for a in names:
+        try:
+            mutants = load_mutants(course / "source" / a)
+        except CourseError as err:
+            problems.append(str(err))
+            continue
+        if not mutants:
+            skipped.append(a)
+            continue
+        sc.generate(a)
+        nbs = sc.notebooks(a)
+        for m in mutants:
+            nb = m.notebook or (nbs[0] if len(nbs) == 1 else None)
+            if nb not in nbs:
+                problems.append(f"{a}/{m.name}: say which notebook (notebook: one of "
+                                f"{', '.join(nbs)})")
+                continue
+            student = f"mutant-{m.name}"
+            work = root / "mutants" / a / m.name
+            work.mkdir(parents=True)
+            try:
+                apply_mutant(sc.path("source", a) / f"{nb}.ipynb", m, work / f"{nb}.ipynb")
+            except CourseError as err:
+                problems.append(f"{a}: {err}")
+                continue
+            sc.submit(a, student, {nb: work / f"{nb}.ipynb"})
+            sc.autograde(a, student, nb)
+            res = sc.result(a, student, nb)
+            failed = [c.grade_id for c in res.auto() if (c.score or 0) < c.max_score]
+            caught = res.auto_score < res.auto_max
+            rows.append((a, m.name, f"{_pts(res.auto_score)}/{_pts(res.auto_max)}",
+                         "caught" if caught else "SURVIVED", ", ".join(failed) or "-"))
+            if not caught:
+                problems.append(f"{a}/{m.name} keeps full marks: {m.why}")
+    _print_table(("assignment", "mutant", "score", "verdict", "failing tests"), rows)
+    for a in skipped:
+        print(f"{a}: no {MUTANTS_FILE} yet, skipped")
+    total = len(rows)
+    survived = sum(r[3] == "SURVIVED" for r in rows)
+    print(f"\n{total - survived} of {total} mutants caught")
+    if problems:
+        print("\nFAILED:")
+        print("\n".join(f"  {p}" for p in problems))
+        print(f"nbgrader's files are kept in {root}")
+        return 1
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
