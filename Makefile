@@ -13,7 +13,7 @@ OFFLINE_BASE := mlops-course/base:bookworm
 BASE_IMAGE ?= $(OFFLINE_BASE)
 export BASE_IMAGE
 
-.PHONY: help setup system-deps base-image demo test test-fast budget lock clean
+.PHONY: help setup system-deps base-image grader-image demo test test-fast budget lock clean
 
 help:
 	@echo "make demo    set up, then run the flagship demo (PROFILE=$(PROFILE))"
@@ -48,10 +48,16 @@ base-image: setup system-deps
 	  $(BIN)/mlops-course image serving; \
 	else echo "no Docker engine: skipping the base image (the local backend needs none)"; fi
 
+# The image docker-sandboxed grading runs student kernels in (tests and instructors; not the demo).
+grader-image: base-image
+	@if $(BIN)/python -c "from course_helpers.containers import available; raise SystemExit(not available())"; then \
+	  $(BIN)/mlops-course grade image; \
+	else echo "no Docker engine: skipping the grading image (grade batch --sandbox process needs none)"; fi
+
 demo: setup system-deps base-image
 	$(BIN)/mlops-course demo --profile $(PROFILE) --backend $(BACKEND)
 
-test: setup system-deps base-image
+test: setup system-deps base-image grader-image
 	$(BIN)/python -m pytest -v --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
