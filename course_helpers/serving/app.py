@@ -130,16 +130,6 @@ class PredictResponse(BaseModel):
     cache_hits: int
 
 
-class PredictResponse(BaseModel):
-    predictions: list[int]
-    probabilities: list[list[float]] | None
-    model_name: str
-    model_version: str
-    variant: str
-    request_id: str
-    cache_hits: int
-
-
 class ServingState:
     """What the endpoints share: ``model`` is swapped whole when an alias moves."""
 
