@@ -11,6 +11,11 @@ import os
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
 
+# An unlabelled metric opens its file in the multiprocess directory as soon as it is created,
+# here at import: in the gunicorn master (the app is preloaded), before its on_starting hook.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 # Bucket edges near the latency SLOs the course uses (50-300 ms), so p95 estimates are close.
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5,
                    0.75, 1.0, 2.5)
