@@ -172,3 +172,69 @@ def test_receiver_renders_drift_gauges(tmp_path):
     assert len(fams["mlops_drift_psi"].samples) == 2
     assert fams["mlops_drift_alert"].samples[0].value == 1
     assert render_metrics(tmp_path / "missing.json") == ""
+
+
+# -- drift ---------------------------------------------------------------------------------
+def test_psi_uses_reference_quantiles_and_survives_empty_bins():
+    import numpy as np
+
+    from course_helpers.monitoring import drift
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=20_000)
+    same = drift.psi(ref, rng.normal(size=5_000))
+    assert same < 3 * drift.psi_bias(5_000, 20_000)
+    shifted = drift.psi(ref, rng.normal(0.5, 1, size=5_000))
+    assert 0.1 < shifted < 0.5
+    # every value beyond the reference's range: one open bin holds all, the rest are empty
+    far = drift.psi(ref, np.full(100, 50.0))
+    assert np.isfinite(far) and far > 5
+    # a discrete feature: duplicate quantile edges are dropped, not empty bins
+    assert len(drift.quantile_edges(np.repeat([0.0, 1.0], 500), 10)) == 2  # not 9
+    assert drift.psi(np.repeat([0.0, 1.0], 500), np.repeat([0.0, 1.0], 50)) < 1e-9
+    with pytest.raises(ValueError, match="no non-null"):
+        drift.psi(ref, [np.nan])
+
+
+def test_benjamini_hochberg_matches_the_step_up_rule():
+    import numpy as np
+
+    from course_helpers.monitoring.drift import benjamini_hochberg
+
+    p = np.array([0.01, 0.04, 0.03, 0.2, np.nan])
+    # sorted 0.01, 0.03, 0.04, 0.2 vs k/4*0.05 = .0125, .025, .0375, .05: only 0.01 passes
+    assert list(benjamini_hochberg(p, 0.05)) == [True, False, False, False, False]
+    # step-up: 0.04 passes at k=3 of m=3 (0.05), so all three below it are rejected
+    assert list(benjamini_hochberg([0.04, 0.03, 0.02], 0.05)) == [True, True, True]
+    assert not benjamini_hochberg([], 0.05).any()
+
+
+def test_scenarios_are_seeded_and_quality_checks_catch_the_incident():
+    from course_helpers.monitoring import drift
+
+    a, ya = drift.make_window("covariate", 3, 200, seed=1, onset=2)
+    b, yb = drift.make_window("covariate", 3, 200, seed=1, onset=2)
+    assert a.equals(b) and (ya == yb).all()
+    ref, _ = drift.make_window("none", 0, 2_000, seed=9)
+    clean, _ = drift.make_window("quality", 0, 500, seed=1, onset=5)
+    assert drift.quality_checks(clean, ref) == []
+    bad, _ = drift.make_window("quality", 6, 500, seed=1, onset=5)
+    problems = " ".join(drift.quality_checks(bad, ref))
+    assert "f03" in problems and "unit change" in problems and "f05" in problems
+    with pytest.raises(ValueError, match="unknown scenario"):
+        drift.make_window("gradual", 0, 10)
+
+
+def test_monitor_flags_covariate_shift_and_concept_only_through_labels():
+    from course_helpers.monitoring import drift
+
+    X_ref, y_ref, model = drift.reference("smoke")
+    mon = drift.DriftMonitor().fit(X_ref, model, y_ref)
+    X, y = drift.make_window("covariate", 1, 1_000, seed=3, onset=0)
+    res = mon.check(X, y)
+    assert res["alert"] and set(res["flagged_features"]) <= {"f00", "f01", "f02"}
+    assert res["flagged_features"]
+    X, y = drift.make_window("concept", 1, 1_000, seed=3, onset=0)
+    res = mon.check(X, y)
+    assert res["flagged_features"] == [] and res["alert"]
+    assert any("AUC" in r for r in res["reasons"])
