@@ -109,10 +109,12 @@ def benjamini_hochberg(pvalues, q: float = 0.05) -> np.ndarray:
 
 
 def quality_checks(window, reference, max_null_rate: float = 0.01,
-                   feature_range: tuple[float, float] = FEATURE_RANGE) -> list[str]:
+                   feature_range: tuple[float, float] = FEATURE_RANGE,
+                   reference_scale: dict[str, float] | None = None) -> list[str]:
     """Data-quality problems of a window, one sentence each ([] when clean): null rate above
     ``max_null_rate``, values outside ``feature_range``, a unit change (the median absolute
-    value 10x the reference's or more, or a tenth or less)."""
+    value 10x the reference's or more, or a tenth or less). ``reference_scale``: the
+    reference's median absolute value per column, if already computed."""
     problems = []
     for col in reference.columns:
         if col not in window.columns:
@@ -126,7 +128,8 @@ def quality_checks(window, reference, max_null_rate: float = 0.01,
         out = int(((x < lo) | (x > hi)).sum())
         if out:
             problems.append(f"{col}: {out} value(s) outside [{lo:g}, {hi:g}]")
-        ref_scale = float(np.nanmedian(np.abs(reference[col].to_numpy(dtype=float)))) or 1e-12
+        ref_scale = (reference_scale or {}).get(col) or float(
+            np.nanmedian(np.abs(reference[col].to_numpy(dtype=float)))) or 1e-12
         cur_scale = float(np.nanmedian(np.abs(x.to_numpy()))) if x.notna().any() else ref_scale
         ratio = cur_scale / ref_scale
         if ratio >= 10 or ratio <= 0.1:
@@ -160,6 +163,15 @@ class DriftMonitor:
         self.model_ = model
         self.ref_sorted_ = {c: np.sort(reference[c].to_numpy(dtype=float))
                             for c in self.features_}
+        self.ref_scale_ = {c: float(np.nanmedian(np.abs(v))) for c, v in self.ref_sorted_.items()}
+        # bins and the reference's share in each, computed once (each window reuses them)
+        self.edges_ = {c: quantile_edges(v, self.bins) for c, v in self.ref_sorted_.items()}
+        self.ref_share_ = {}
+        for c, v in self.ref_sorted_.items():
+            v = v[~np.isnan(v)]
+            counts = np.bincount(np.searchsorted(self.edges_[c], v, side="right"),
+                                 minlength=self.edges_[c].size + 1)
+            self.ref_share_[c] = np.maximum(counts / counts.sum(), 1e-4)
         self.ref_pred_ = self._proba(reference) if model is not None else None
         self.ref_auc_ = None
         if model is not None and y_reference is not None:
@@ -182,7 +194,13 @@ class DriftMonitor:
         for c in self.features_:
             cur = window[c].to_numpy(dtype=float)
             cur = cur[~np.isnan(cur)]
-            psis[c] = psi(self.ref_sorted_[c], cur, self.bins) if cur.size else float("nan")
+            if cur.size:
+                counts = np.bincount(np.searchsorted(self.edges_[c], cur, side="right"),
+                                     minlength=self.edges_[c].size + 1)
+                share, ref = np.maximum(counts / counts.sum(), 1e-4), self.ref_share_[c]
+                psis[c] = float(np.sum((share - ref) * np.log(share / ref)))  # = psi()
+            else:
+                psis[c] = float("nan")
             pvals[c] = float(ks_2samp(self.ref_sorted_[c], cur).pvalue) if cur.size else 1.0
         p = np.array([pvals[c] for c in self.features_])
         reject = benjamini_hochberg(p, self.q) if self.correction else p < self.q
@@ -195,7 +213,7 @@ class DriftMonitor:
         reasons = []
         if flagged:
             reasons.append(f"input drift in {len(flagged)} feature(s)")
-        quality = quality_checks(window, self.reference_)
+        quality = quality_checks(window, self.reference_, reference_scale=self.ref_scale_)
         out["quality"] = quality
         if quality:
             reasons.append(f"data quality: {len(quality)} problem(s)")

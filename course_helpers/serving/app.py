@@ -192,6 +192,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def predict(req, request: Request):
         t0 = time.perf_counter()
+        delay = state.faults.delay()  # lesson 08's fault switch: 0 unless switched on
+        if delay:
+            time.sleep(delay)
         model = state.model  # read once: one version answers the whole request
         rows = [r.model_dump() for r in (req.rows or [req.row])]
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex

@@ -1,9 +1,11 @@
 """A fault switch for live demos (lesson 08): make a share of ``/predict`` fail or slow down.
 
 ``POST /admin/fault`` with ``{"error_rate": 0.3}`` makes 30% of predictions answer 500;
-``{"latency_s": 0.5, "latency_share": 0.2}`` delays 20% of them by 0.5 s; ``{}`` clears it;
-``GET /admin/fault`` shows the current one. Faults are injected after the request body is
-read (the client sees the answer, not a reset) and counted by the metrics like real ones.
+``{"latency_s": 0.5, "latency_share": 0.2}`` delays 20% of them by 0.25-0.75 s (uniform:
+a slow dependency, not a constant); ``{}`` clears it; ``GET /admin/fault`` shows the
+current one. Errors are injected at the HTTP edge after the request body is read (the
+client sees the answer, not a reset); the delay inside the prediction (a worker thread),
+so the prediction log's ``latency_ms`` includes it like the metrics do.
 
 Every gunicorn worker of a server reads the same small file (``fault.json`` in the server's
 Prometheus multiprocess directory, or ``$MLOPS_FAULT_FILE``), re-checked at most every
@@ -101,14 +103,17 @@ class FaultSwitch:
             self._checked = 0.0
         return fault
 
-    def decide(self) -> tuple[float, bool]:
-        """For one request: (seconds to add, whether to answer 500)."""
+    def fail(self) -> bool:
+        """For one request: answer 500?"""
         fault = self.current()
-        if not fault.active:
-            return 0.0, False
-        delay = fault.latency_s if fault.latency_s and random.random() < fault.latency_share \
-            else 0.0
-        return delay, fault.error_rate > 0 and random.random() < fault.error_rate
+        return fault.error_rate > 0 and random.random() < fault.error_rate
+
+    def delay(self) -> float:
+        """For one request: seconds to add (0.5x-1.5x ``latency_s`` for a share of them)."""
+        fault = self.current()
+        if fault.latency_s <= 0 or random.random() >= fault.latency_share:
+            return 0.0
+        return fault.latency_s * random.uniform(0.5, 1.5)
 
 
 def set_fault(urls: str | list[str], error_rate: float = 0.0, latency_s: float = 0.0,

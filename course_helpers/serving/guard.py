@@ -179,15 +179,8 @@ class Guard:
         body = b"".join(chunks)
         if not body.strip():
             return await _send_error(send, 422, f"the request body is empty: {EXAMPLE}")
-        if self.faults is not None:
-            delay, fail = self.faults.decide()
-            if delay:
-                import asyncio
-
-                await asyncio.sleep(delay)
-            if fail:
-                return await _send_error(send, 500, "injected fault (POST /admin/fault {} "
-                                                    "clears it)")
+        if self.faults is not None and self.faults.fail():
+            return await _send_error(send, 500, "injected fault (POST /admin/fault {} clears it)")
         replayed = False
 
         async def replay():

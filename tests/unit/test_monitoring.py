@@ -152,10 +152,13 @@ def test_fault_parse_and_switch(tmp_path):
     a.set(Fault(error_rate=1.0))
     b._checked = -1.0
     assert b.current().error_rate == 1.0  # another worker sees it through the file
-    assert b.decide() == (0.0, True)
+    assert b.fail() and b.delay() == 0.0
+    a.set(Fault(latency_s=0.2, latency_share=1.0))
+    b._checked = -1.0
+    assert not b.fail() and 0.1 <= b.delay() <= 0.3
     a.set(Fault())
     b._checked = -1.0
-    assert b.decide() == (0.0, False)
+    assert not b.fail() and b.delay() == 0.0
 
 
 def test_receiver_renders_drift_gauges(tmp_path):
@@ -238,3 +241,13 @@ def test_monitor_flags_covariate_shift_and_concept_only_through_labels():
     res = mon.check(X, y)
     assert res["flagged_features"] == [] and res["alert"]
     assert any("AUC" in r for r in res["reasons"])
+
+
+def test_monitor_psi_equals_the_plain_function():
+    from course_helpers.monitoring import drift
+
+    X_ref, _ = drift.make_window("none", 0, 3_000, seed=5)
+    X, _ = drift.make_window("covariate", 1, 400, seed=5, onset=0)
+    res = drift.DriftMonitor().fit(X_ref).check(X)
+    for c in ("f00", "f10"):
+        assert res["psi"][c] == pytest.approx(drift.psi(X_ref[c], X[c]), abs=1e-5)
