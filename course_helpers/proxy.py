@@ -1,5 +1,5 @@
-"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI, the Locust UI and
-the Dask dashboard.
+"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI, the Locust UI, the
+Dask dashboard and Prometheus (lesson 08).
 
 ``binder/postBuild`` registers them in ``$NB_PYTHON_PREFIX/etc/jupyter/jupyter_server_config.py``::
 
@@ -190,16 +190,48 @@ def setup_locust() -> dict:
     }
 
 
+PROMETHEUS_TIMEOUT_S = 60.0
+
+
+def prometheus_command(port: int, base_url: str = "/") -> list[str]:
+    """What the Prometheus launcher runs: this module, which writes the workspace's config
+    (targets, SLO rules) and execs Prometheus under ``<base_url>prometheus/``."""
+    return [sys.executable, "-m", "course_helpers.proxy", "prometheus", str(port), base_url]
+
+
+def setup_prometheus() -> dict:
+    """The ``prometheus`` proxy entry (lesson 08): its own Prometheus on the workspace's targets
+    and rules; ``?urlpath=prometheus/`` on Binder. The lessons' own Prometheus (``mlops-course
+    monitor up``) opens at ``<server>/proxy/<its port>/``."""
+    return {
+        "command": prometheus_command,
+        "timeout": PROMETHEUS_TIMEOUT_S,
+        "absolute_url": True,
+        "new_browser_tab": True,
+        "launcher_entry": _launcher("Prometheus"),
+    }
+
+
 def servers() -> dict[str, dict]:
-    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ..., "dask": ...}``."""
-    return {"mlflow": setup_mlflow(), "locust": setup_locust(), "dask": setup_dask()}
+    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ..., "dask": ...,
+    "prometheus": ...}``."""
+    return {"mlflow": setup_mlflow(), "locust": setup_locust(), "dask": setup_dask(),
+            "prometheus": setup_prometheus()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m course_helpers.proxy locust PORT``: the Locust UI launcher's process."""
+    """``python -m course_helpers.proxy locust PORT`` (the Locust UI launcher's process) or
+    ``... prometheus PORT BASE_URL`` (the Prometheus launcher's)."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "prometheus":
+        from .monitoring.prometheus import launcher_command
+
+        cmd = launcher_command(int(args[1]), args[2])
+        os.environ.setdefault("GOGC", "50")
+        os.execvp(cmd[0], cmd)
     if len(args) != 2 or args[0] != "locust":
-        print("usage: python -m course_helpers.proxy locust PORT", file=sys.stderr)
+        print("usage: python -m course_helpers.proxy locust PORT | prometheus PORT BASE_URL",
+              file=sys.stderr)
         return 2
     locustfile, extra = locust_setup()
     cmd = locust_argv(args[1], locustfile)

@@ -152,10 +152,28 @@ def start(profile: str | None = None, interval_s: float | None = None,
             _targets.register_supervised_servers()
         return prom
     exe = binary()
+    cfg, iv = prepare(profile, interval_s, rules)
+    if register_servers:
+        _targets.prune_dead()
+        _targets.register_supervised_servers()
+    port = free_port()
+    cmd = command(exe, cfg, port, monitoring_dir("prometheus-data"), iv, retention)
+    rec = Supervisor().start(NAME, cmd, port=port,
+                             url=f"http://127.0.0.1:{port}/-/ready", timeout=timeout,
+                             env={"GOGC": GOGC}, cwd=str(base))
+    rec.url = f"http://127.0.0.1:{port}/-/ready#{iv:g}"  # remember the interval
+    Supervisor()._save(rec)
+    return _handle(rec)
+
+
+def prepare(profile: str | None = None, interval_s: float | None = None,
+            rules: bool = True) -> tuple[Path, float]:
+    """Write ``monitoring/prometheus.yml`` (and the SLO rules); returns (path, interval)."""
+    from . import discovery
+
     prof = config.get_profile(profile)
     iv = float(interval_s or INTERVALS.get(prof.name, 1))
     base = monitoring_dir()
-    _targets.targets_dir()
     rules_dir = monitoring_dir("rules")
     if rules:
         from .rules import write_rules
@@ -164,28 +182,34 @@ def start(profile: str | None = None, interval_s: float | None = None,
     am_file = base / "alertmanagers.json"
     if not am_file.exists():
         am_file.write_text("[]")
-    data = monitoring_dir("prometheus-data")
     cfg = base / "prometheus.yml"
-    cfg.write_text(config_text(iv, str(_targets.targets_dir() / "*.json"),
+    cfg.write_text(config_text(iv, str(discovery.targets_dir() / "*.json"),
                                str(rules_dir / "*.yml"), str(am_file)))
     check = check_config(cfg)
     if check:
         raise CourseError(f"the generated Prometheus config does not parse: {check}")
-    if register_servers:
-        _targets.prune_dead()
-        _targets.register_supervised_servers()
-    port = free_port()
+    return cfg, iv
+
+
+def command(exe: str, cfg: Path, port: int, data: Path, interval_s: float,
+            retention: str = RETENTION, external_url: str | None = None) -> list[str]:
+    """The prometheus command line: loopback only, small retention, lifecycle API on."""
     cmd = [exe, f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}",
            f"--storage.tsdb.path={data}", f"--storage.tsdb.retention.time={retention}",
            "--web.enable-lifecycle", "--query.max-concurrency=4",
-           f"--rules.alert.resend-delay={max(1, int(iv))}s",
-           "--log.level=warn"]
-    rec = Supervisor().start(NAME, cmd, port=port,
-                             url=f"http://127.0.0.1:{port}/-/ready", timeout=timeout,
-                             env={"GOGC": GOGC}, cwd=str(base))
-    rec.url = f"http://127.0.0.1:{port}/-/ready#{iv:g}"  # remember the interval
-    Supervisor()._save(rec)
-    return _handle(rec)
+           f"--rules.alert.resend-delay={max(1, int(interval_s))}s", "--log.level=warn"]
+    if external_url:
+        cmd.append(f"--web.external-url={external_url}")
+    return cmd
+
+
+def launcher_command(port: int, base_url: str = "/") -> list[str]:
+    """What the JupyterLab launcher runs: a Prometheus of its own (own data directory) on
+    the workspace's config and targets, answering under ``<base_url>prometheus/``."""
+    cfg, iv = prepare()
+    prefix = base_url.rstrip("/") + "/prometheus/"
+    return command(binary(), cfg, port, monitoring_dir("prometheus-ui-data"), iv,
+                   external_url=f"http://127.0.0.1:{port}{prefix}")
 
 
 def stop() -> bool:
