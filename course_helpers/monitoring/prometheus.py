@@ -160,7 +160,7 @@ def start(profile: str | None = None, interval_s: float | None = None,
     cmd = command(exe, cfg, port, monitoring_dir("prometheus-data"), iv, retention)
     rec = Supervisor().start(NAME, cmd, port=port,
                              url=f"http://127.0.0.1:{port}/-/ready", timeout=timeout,
-                             env={"GOGC": GOGC}, cwd=str(base))
+                             env={"GOGC": GOGC}, cwd=str(monitoring_dir()))
     rec.url = f"http://127.0.0.1:{port}/-/ready#{iv:g}"  # remember the interval
     Supervisor()._save(rec)
     return _handle(rec)

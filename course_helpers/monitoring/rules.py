@@ -179,6 +179,31 @@ def check_rules(path: str | Path) -> str:
     return "" if out.returncode == 0 else (out.stderr or out.stdout).strip()
 
 
+def add_rules(rules: str | Path, name: str = "custom") -> Path:
+    """Validate a rule file (a path, or YAML text) with ``promtool check rules`` and install
+    it as ``monitoring/rules/<name>.yml``; a running Prometheus re-reads its rules.
+
+    A file that does not parse raises :class:`CourseError` with promtool's own message
+    (what is wrong and where), not a traceback."""
+    from .prometheus import monitoring_dir, reload, running
+
+    text = Path(rules).read_text() if isinstance(rules, Path) or (
+        isinstance(rules, str) and "\n" not in rules and Path(rules).is_file()) else str(rules)
+    work = Path(tempfile.mkdtemp(prefix="rules-check-"))
+    candidate = work / f"{name}.yml"
+    candidate.write_text(text)
+    problem = check_rules(candidate)
+    if problem:
+        lines = [ln.strip() for ln in problem.splitlines() if ln.strip()]
+        detail = "; ".join(ln for ln in lines if not ln.startswith("Checking"))
+        raise CourseError(f"the rule file {name}.yml does not parse: {detail}")
+    dest = monitoring_dir("rules") / f"{name}.yml"
+    dest.write_text(text)
+    if running() is not None:
+        reload()
+    return dest
+
+
 def _alert(name: str, slo: str, sev: str, rate: float) -> dict:
     return {"exp_labels": {"severity": sev, "slo": slo, "burn_rate": f"{rate:g}",
                            "job": "model"},

@@ -207,3 +207,22 @@ def test_a_retrain_alert_runs_the_pipeline(prom, home):
     versions = tracking.versions_table(MODEL_NAME)
     assert str(rec["version"]) in set(versions["version"].astype(str))
     assert (home / "monitoring" / "inbox" / "processed").is_dir()
+
+
+def test_cleanup_stops_prometheus_alertmanager_and_the_receiver(workspace):
+    """`mlops-course monitor up` leaves them running on purpose; `cleanup` stops all three."""
+    has_prometheus()
+    has_alertmanager()
+    import psutil
+
+    from course_helpers.cli import main
+    from course_helpers.supervisor import Supervisor
+
+    assert main(["monitor", "up", "--profile", "smoke"]) == 0
+    recs = {r.name: r for r in Supervisor().records()}
+    assert {"prometheus", "alertmanager", "alert-receiver"} <= set(recs)
+    pids = [recs[n].pid for n in ("prometheus", "alertmanager", "alert-receiver")]
+    assert main(["monitor", "status"]) == 0
+    assert main(["cleanup", "--no-containers"]) == 0
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -251,3 +251,16 @@ def test_monitor_psi_equals_the_plain_function():
     res = drift.DriftMonitor().fit(X_ref).check(X)
     for c in ("f00", "f10"):
         assert res["psi"][c] == pytest.approx(drift.psi(X_ref[c], X[c]), abs=1e-5)
+
+
+def test_add_rules_refuses_a_broken_file_with_promtools_words(workspace):
+    has_promtool()
+    from course_helpers.errors import CourseError
+    from course_helpers.monitoring import rules
+
+    bad = "groups:\n- name: x\n  rules:\n  - alert: X\n    expr: rate(foo[5m]\n"
+    with pytest.raises(CourseError, match="does not parse") as err:
+        rules.add_rules(bad, "broken")
+    assert "Traceback" not in str(err.value) and len(str(err.value)) < 600
+    good = "groups:\n- name: x\n  rules:\n  - alert: X\n    expr: up == 0\n"
+    assert rules.add_rules(good, "mine").read_text() == good
