@@ -113,7 +113,10 @@ class Prometheus:
 
 
 def _handle(rec) -> Prometheus:
-    iv = float((rec.url or "").rsplit("#", 1)[-1]) if "#" in (rec.url or "") else 1.0
+    try:
+        iv = float(json.loads((monitoring_dir() / "prometheus.json").read_text())["interval_s"])
+    except (OSError, ValueError, KeyError):
+        iv = 1.0
     return Prometheus(url=f"http://127.0.0.1:{rec.port}", port=rec.port, pid=rec.pid,
                       interval_s=iv, config_path=monitoring_dir() / "prometheus.yml")
 
@@ -161,8 +164,8 @@ def start(profile: str | None = None, interval_s: float | None = None,
     rec = Supervisor().start(NAME, cmd, port=port,
                              url=f"http://127.0.0.1:{port}/-/ready", timeout=timeout,
                              env={"GOGC": GOGC}, cwd=str(monitoring_dir()))
-    rec.url = f"http://127.0.0.1:{port}/-/ready#{iv:g}"  # remember the interval
-    Supervisor()._save(rec)
+    (monitoring_dir() / "prometheus.json").write_text(json.dumps({"interval_s": iv,
+                                                                  "port": port}))
     return _handle(rec)
 
 
