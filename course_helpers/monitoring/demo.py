@@ -67,7 +67,8 @@ class PacedLoad:
 
 
 def fault_demo(urls: str | list[str], job: str, error_rate: float = 0.3,
-               latency_s: float = 0.0, alert: str = "ModelServerAvailabilityBurnRateFast",
+               latency_s: float = 0.0, latency_share: float = 1.0,
+               alert: str = "ModelServerAvailabilityBurnRateFast",
                rps: float = 20.0, warmup_s: float = 4.0, hold_s: float = 3.0,
                timeout_s: float = 60.0, poll_s: float = 0.5,
                load_url: str | None = None) -> dict[str, Any]:
@@ -105,7 +106,7 @@ def fault_demo(urls: str | list[str], job: str, error_rate: float = 0.3,
             record()
             time.sleep(poll_s)
         on = time.monotonic() - t0
-        set_fault(urls, error_rate=error_rate, latency_s=latency_s)
+        set_fault(urls, error_rate=error_rate, latency_s=latency_s, latency_share=latency_share)
         try:
             delay = wait_until(lambda s: s == "firing", timeout_s, "fire")
             end_hold = time.monotonic() + hold_s

@@ -403,8 +403,10 @@ def export(result: dict[str, Any], job: str = "model-monitor") -> None:
 
 
 def windows_from_log(db: str, rows: int, features: list[str] | None = None):
-    """The prediction log (lesson 01's database) as consecutive windows of ``rows`` inputs:
-    a list of DataFrames (feature columns, plus ``probability``)."""
+    """The prediction log (lesson 01's database) as consecutive windows of ``rows`` inputs,
+    aligned to its end (the last window holds the latest ``rows`` predictions; older rows
+    that do not fill a window are left out): a list of DataFrames (feature columns, plus
+    ``probability``), oldest first."""
     import pandas as pd
 
     from ..serving.store import read_predictions
@@ -416,4 +418,5 @@ def windows_from_log(db: str, rows: int, features: list[str] | None = None):
     if features:
         X = X[[c for c in features if c in X.columns]]
     X["probability"] = log["probability"].to_numpy()
-    return [X.iloc[i:i + rows].reset_index(drop=True) for i in range(0, len(X) - rows + 1, rows)]
+    first = len(X) % rows
+    return [X.iloc[i:i + rows].reset_index(drop=True) for i in range(first, len(X) - rows + 1, rows)]
