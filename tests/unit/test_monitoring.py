@@ -264,3 +264,20 @@ def test_add_rules_refuses_a_broken_file_with_promtools_words(workspace):
     assert "Traceback" not in str(err.value) and len(str(err.value)) < 600
     good = "groups:\n- name: x\n  rules:\n  - alert: X\n    expr: up == 0\n"
     assert rules.add_rules(good, "mine").read_text() == good
+
+
+def test_monitor_drift_cli_writes_drift_json_and_a_plot(workspace, tmp_path, capsys):
+    from course_helpers.cli import main
+
+    assert main(["monitor", "drift", "--scenario", "quality", "--profile", "smoke",
+                 "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "drift.json").read_text())
+    assert (tmp_path / "drift.png").stat().st_size > 0
+    assert data["scenario"] == "quality" and data["n_windows"] == len(data["windows"])
+    for w in data["windows"]:
+        assert {"psi", "ks_p", "flagged_features", "alert"} <= set(w)
+        assert len(w["psi"]) == len(w["ks_p"]) == 30
+    assert data["detection_rate"] == 1.0 and data["false_alarm_rate"] == 0.0
+    assert "wrote" in capsys.readouterr().out
+    gauges = json.loads((workspace / "monitoring" / "drift_metrics.json").read_text())
+    assert any(m["name"] == "mlops_drift_alert" and m["value"] == 1.0 for m in gauges["metrics"])
