@@ -54,25 +54,15 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        env = os.environ
-        if not env.get("MLOPS_MODEL_URI"):
+        """The server's fields of :func:`course_helpers.config.settings` (where each
+        ``MLOPS_*`` variable is documented once)."""
+        from ..config import settings
+
+        env = settings()
+        if not env.model_uri:
             raise RuntimeError("MLOPS_MODEL_URI is not set: which model should I serve?")
-        db = env.get("MLOPS_DB") or None
-        return cls(
-            model_uri=env["MLOPS_MODEL_URI"],
-            cache=env.get("MLOPS_CACHE", "lru"),
-            cache_size=int(env.get("MLOPS_CACHE_SIZE", 10_000)),
-            cache_ttl_s=float(env.get("MLOPS_CACHE_TTL_S", 300)),
-            redis_url=env.get("MLOPS_REDIS_URL") or None,
-            db=None if db in (None, "none") else db,
-            max_batch=int(env.get("MLOPS_MAX_BATCH", 256)),
-            max_body_bytes=int(env.get("MLOPS_MAX_BODY_BYTES", 1_000_000)),
-            variant=env.get("MLOPS_VARIANT", "default"),
-            max_requests_per_connection=int(env.get("MLOPS_MAX_REQUESTS_PER_CONNECTION", 0)),
-            follow_alias_s=float(env.get("MLOPS_FOLLOW_ALIAS_S", 0)),
-            predict_on_loop=env.get("MLOPS_PREDICT_ON_LOOP", "").lower() in ("1", "true"),
-            predict_threads=int(env.get("MLOPS_PREDICT_THREADS", 40)),
-        )
+        return cls(**{f.name: getattr(env, f.name) for f in dataclasses.fields(cls)
+                      if f.name != "db"}, db=None if env.db in (None, "none") else env.db)
 
     def to_env(self) -> dict[str, str]:
         out = {"MLOPS_MODEL_URI": self.model_uri, "MLOPS_CACHE": self.cache,
