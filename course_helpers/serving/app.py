@@ -248,10 +248,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process and its event loop answer. Nothing else is checked."""
         return {"status": "alive"}
 
-    @app.get("/ready", responses={503: {"description": "model not loaded or database down"}})
+    @app.get("/ready", responses={503: {"description": "the prediction database is down"}})
     def ready():
-        """Readiness: 503 until the model is loaded and while the prediction log's database
-        does not answer; 200 with ``"cache": "degraded"`` when only Redis is down."""
+        """Readiness: 503 while the prediction log's database does not answer; 200 with
+        ``"cache": "degraded"`` when only Redis is down. Before the model is loaded nothing
+        listens (gunicorn --preload loads it before opening the socket): connection refused,
+        which probes count as not ready too."""
         model = state.model
         if model is None:
             return JSONResponse({"status": "loading"}, status_code=503)
