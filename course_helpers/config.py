@@ -102,7 +102,7 @@ class Settings:
     predict_on_loop: bool = _var("MLOPS_PREDICT_ON_LOOP", False,
                                  "lesson 01's teaching switch: predict on the event loop "
                                  "(1/true); never in production", _flag)
-    predict_threads: int = _var("MLOPS_PREDICT_THREADS", 40,
+    predict_threads: int = _var("MLOPS_PREDICT_THREADS", 2,
                                 "predictions running at once per worker (threads)", int)
     reuseport_bind: str | None = _var("MLOPS_REUSEPORT_BIND", None,
                                       "host:port each gunicorn worker binds with SO_REUSEPORT "

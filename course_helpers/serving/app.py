@@ -50,7 +50,7 @@ class Settings:
     # would, to measure what that does to /health. Never in production.
     predict_on_loop: bool = False
     # Predictions running at once per worker (threads); see create_app.
-    predict_threads: int = 40
+    predict_threads: int = 2
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -74,7 +74,7 @@ class Settings:
             out["MLOPS_FOLLOW_ALIAS_S"] = str(self.follow_alias_s)
         if self.predict_on_loop:
             out["MLOPS_PREDICT_ON_LOOP"] = "true"
-        if self.predict_threads != 40:
+        if self.predict_threads != 2:
             out["MLOPS_PREDICT_THREADS"] = str(self.predict_threads)
         if self.redis_url:
             out["MLOPS_REDIS_URL"] = self.redis_url
@@ -220,11 +220,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request_id=rid, cache_hits=hits)
 
     # The model, Redis and the log run in worker threads, never on the event loop, so /health
-    # answers while /predict is saturated. At most `predict_threads` at a time. The model
-    # holds the GIL for part of its work, so each extra thread also competes with the event
-    # loop thread: on the 200-tree forest at 10 users (2 busy cores, load ~7) 4 threads gave
-    # /health p99 42 ms at 27 req/s, 40 threads (FastAPI's pool size) 110-211 ms at 33-40
-    # req/s. The default keeps the throughput; lower it when probe latency matters more.
+    # answers while /predict is saturated. At most `predict_threads` (default 2) at a time:
+    # the model holds the GIL for most of its work, so threads beyond what the CPUs can run
+    # add no throughput, but every busy thread is one more the event loop queues behind for
+    # the GIL on each step of a probe (accept, read, write). On the 200-tree forest at 10
+    # users, 1 worker, 20 s runs alternating twice at load 7-9 on 2 cores: 2 threads /health
+    # p50 4.0-4.3 ms, p99 29-39 ms at 56-71 req/s; 40 threads (FastAPI's pool) p50 11-14 ms,
+    # p99 81-94 ms at 73-75 req/s. benchmarks/serving.py prints health_p99_ms_under_load.
     async def threaded(req: PredictRequest, request: Request):  # type: ignore[valid-type]
         import anyio
 

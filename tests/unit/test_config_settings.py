@@ -17,7 +17,7 @@ def test_defaults_and_parsing(monkeypatch):
         monkeypatch.delenv(row["name"], raising=False)
     s = settings()
     assert (s.profile, s.cache, s.cache_size, s.predict_threads, s.backend) == \
-        ("classroom", "lru", 10_000, 40, "auto")
+        ("classroom", "lru", 10_000, 2, "auto")
     monkeypatch.setenv("MLOPS_CACHE_SIZE", " 12 ")
     monkeypatch.setenv("MLOPS_PREDICT_ON_LOOP", "TRUE")
     monkeypatch.setenv("MLOPS_CACHE", "")  # empty counts as unset
@@ -50,6 +50,16 @@ def test_server_settings_come_from_the_one_object(monkeypatch):
     assert (server.model_uri, server.db, server.follow_alias_s) == ("/m", None, 5.0)
     assert ServerSettings.from_env().to_env()["MLOPS_MODEL_URI"] == "/m"
     assert Settings.env_name("follow_alias_s") == "MLOPS_FOLLOW_ALIAS_S"
+
+
+def test_server_defaults_are_the_documented_defaults():
+    import dataclasses
+
+    from course_helpers.serving.app import Settings as ServerSettings
+
+    for f in dataclasses.fields(ServerSettings):
+        if f.name != "model_uri":
+            assert f.default == getattr(Settings, f.name), f.name
 
 
 def test_every_variable_the_package_names_is_documented():
