@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import find_binary, workspace_dir
+from .config import Settings, find_binary, settings, workspace_dir
 
 #: Set for every process we start: nothing leaves loopback (MLflow ignores ``DO_NOT_TRACK=1``).
 TELEMETRY_ENV = {
@@ -52,7 +52,7 @@ DASK_TIMEOUT_S = 60.0
 #: The scheduler the "Dask dashboard" launcher starts listens here (loopback); connect workers
 #: with ``mlops-course features cluster --scheduler tcp://127.0.0.1:PORT``.
 DASK_PORT_ENV = "MLOPS_DASK_SCHEDULER_PORT"
-DASK_DEFAULT_PORT = 8786
+DASK_DEFAULT_PORT = Settings.dask_scheduler_port
 
 LOCUSTFILE_ENV = "MLOPS_LOCUSTFILE"
 LOCUST_HOST_ENV = "MLOPS_LOCUST_HOST"
@@ -101,7 +101,7 @@ def locust_setup() -> tuple[Path, dict[str, str]]:
     cannot be prepared, a minimal GET-``/`` user. Runs in the launcher process, not in the
     notebook server (it imports numpy).
     """
-    env = os.environ.get(LOCUSTFILE_ENV)
+    env = settings().locustfile
     if env:
         return Path(env).expanduser().resolve(), {}
     course = Path(__file__).resolve().parent / "loadtest" / "locustfile.py"
@@ -125,7 +125,7 @@ def locust_argv(port: int | str, locustfile: Path) -> list[str]:
         find_binary("locust") or "locust", "-f", str(locustfile),
         "--web-host", "127.0.0.1", "--web-port", str(port),
     ]
-    host = os.environ.get(LOCUST_HOST_ENV)
+    host = settings().locust_host
     if host:
         cmd += ["--host", host]
     return cmd
@@ -145,7 +145,7 @@ def dask_command(port: int, base_url: str = "/") -> list[str]:
 
     The proxy keeps the full path (``absolute_url``), so the dashboard's own links work behind it.
     """
-    sched = os.environ.get(DASK_PORT_ENV, str(DASK_DEFAULT_PORT))
+    sched = str(settings().dask_scheduler_port)
     prefix = base_url.rstrip("/") + "/dask"
     return [find_binary("dask") or "dask", "scheduler", "--host", "127.0.0.1", "--port", sched,
             "--dashboard-address", f"127.0.0.1:{port}", "--dashboard-prefix", prefix, "--no-show"]

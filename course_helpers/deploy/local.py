@@ -88,17 +88,14 @@ class LocalBackend:
 
     def status(self, dep: Deployment) -> list[dict]:
         import json
-        import urllib.request
+
+        from ..readiness import probe
 
         out = []
         for r in dep.replicas:
             rec = Supervisor().get(r.name)
-            ready = False
-            try:
-                with urllib.request.urlopen(r.url + "/ready", timeout=2) as resp:
-                    ready = json.loads(resp.read()).get("status") == "ready"
-            except OSError:
-                pass
+            ready = probe(r.url + "/ready", timeout=2, expect=lambda status, body: status == 200
+                          and json.loads(body).get("status") == "ready").ok
             out.append({"replica": r.name, "url": r.url, "pid": rec.pid if rec else None,
                         "alive": bool(rec and rec.is_alive()), "ready": ready, "cpus": r.cpus,
                         "memory_limit_mb": (limits.memory_limit_of(r.name) or 0) // 2**20 or None,

@@ -61,7 +61,9 @@ PRIVATE = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
 
 def grader_image() -> str:
     """The image docker-sandboxed kernels run in (``$MLOPS_GRADER_IMAGE`` or the default)."""
-    return os.environ.get(GRADER_IMAGE_ENV, "").strip() or GRADER_IMAGE
+    from ..config import settings
+
+    return settings().grader_image or GRADER_IMAGE
 
 
 def build_grader_image(tag: str | None = None) -> str:
