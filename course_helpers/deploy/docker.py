@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 from .. import config
 from ..errors import CourseError
+from ..monitoring.discovery import register_deployment, unregister_deployment
 from .base import Deployment, Replica
 from .recipe import (CONTAINER_PORT, HEALTHCHECK_INTERVAL_S, HEALTHCHECK_RETRIES,  # noqa: F401
                      HEALTHCHECK_START_S, HEALTHCHECK_TIMEOUT_S, IMAGE_REPOSITORY, MODEL_MOUNT,
@@ -302,7 +303,9 @@ class DockerBackend:
             for r in replicas:
                 self._remove(r, graceful=False)
             raise
-        return Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
+        dep = Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
+        register_deployment(dep)  # Prometheus scrapes every replica's host port (file_sd)
+        return dep
 
     def status(self, dep: Deployment) -> list[dict]:
         """One row per replica: container state and health, restarts, limits, ready."""
@@ -353,6 +356,7 @@ class DockerBackend:
                 self._remove(r, graceful=True)
             current = keep
         dep.spec, dep.replicas = spec, current
+        register_deployment(dep)
         return dep
 
     def kill_replica(self, dep: Deployment, index: int = 0) -> Replica:
@@ -390,6 +394,7 @@ class DockerBackend:
 
     def down(self, dep: Deployment) -> None:
         """Stop nginx, then every container of the deployment, then its network."""
+        unregister_deployment(dep)
         self._lb(dep.spec, dep.url).stop()
         known = {r.container_id for r in dep.replicas}
         replicas = list(dep.replicas) + [

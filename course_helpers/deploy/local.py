@@ -17,6 +17,7 @@ import threading
 import time
 
 from .. import limits
+from ..monitoring.discovery import register_deployment, unregister_deployment
 from ..supervisor import Supervisor, free_port
 from . import recipe
 from .base import Deployment, Replica
@@ -73,9 +74,11 @@ class LocalBackend:
         dep = Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
         if self.restart:
             self._watch(dep)
+        register_deployment(dep)  # Prometheus scrapes every replica (file_sd)
         return dep
 
     def down(self, dep: Deployment) -> None:
+        unregister_deployment(dep)
         self._unwatch(dep)
         LoadBalancer(f"{dep.spec.name}-lb").stop()
         sup = Supervisor()
@@ -121,6 +124,7 @@ class LocalBackend:
                     limits.remove(r.name)
                 current = keep
             dep.spec, dep.replicas = spec, current
+        register_deployment(dep)
         return dep
 
     def kill_replica(self, dep: Deployment, index: int = 0) -> Replica:

@@ -72,11 +72,11 @@ def prometheus_source(job: str = PREFIX):
     except ImportError:
         raise CourseError("Prometheus support (lesson 08's course_helpers.monitoring) is not "
                           "installed here: use --metrics scrape") from None
-    if not monitoring.is_running():
+    prom = monitoring.running()
+    if prom is None:
         raise CourseError("Prometheus is not running: start it with `mlops-course monitor up` "
                           "(or use --metrics scrape to read the servers directly)")
-    return PrometheusSource(monitoring.query, job=job,
-                            scrape_interval_s=getattr(monitoring, "SCRAPE_INTERVAL_S", 1.0))
+    return PrometheusSource(monitoring.query, job=job, scrape_interval_s=prom.interval_s)
 
 
 def _upstreams(stable: Track, canary: Track, weight: int):
@@ -172,9 +172,9 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
         if metrics == "prometheus":
             from .. import monitoring
 
-            for tr in (stable, canary):
+            for tr in (stable, canary):  # job rollout-stable / rollout-canary
                 monitoring.set_targets(f"{PREFIX}-{tr.track}", [tr.address],
-                                       {"track": tr.track, "job": PREFIX})
+                                       {"track": tr.track})
         else:
             source = ScrapeSource({t: tr.handle.url for t, tr in tracks.items()})
         if load:
@@ -283,7 +283,7 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
                 from .. import monitoring
 
                 for tr in ("stable", "canary"):
-                    monitoring.set_targets(f"{PREFIX}-{tr}", [], {})
+                    monitoring.remove_targets(f"{PREFIX}-{tr}")
             except Exception:
                 pass
         report["seconds"] = round(time.time() - t0, 2)

@@ -107,8 +107,8 @@ class PrometheusSource:
     """PromQL over the window since ``mark`` (at least two scrape intervals long).
 
     ``query`` is a function PromQL -> list of ``(labels, value)`` or a DataFrame with a
-    ``value`` column (lesson 08's ``monitoring.query``); ``job`` is the scrape job whose
-    targets carry the ``track`` label.
+    ``value`` column (lesson 08's ``monitoring.query``); each track is the scrape job
+    ``<job>-<track>`` whose targets carry the label ``track="<track>"``.
     """
 
     name = "prometheus"
@@ -132,7 +132,7 @@ class PrometheusSource:
         window = max(int(math.ceil(time.time() - self._since)), int(2 * self.scrape_interval_s) + 1)
         out = {}
         for track in ("stable", "canary"):
-            sel = f'job="{self.job}",track="{track}"'
+            sel = f'job="{self.job}-{track}",track="{track}"'
             req = self._scalar(f"sum(increase({REQUESTS}{{{sel}}}[{window}s]))")
             err = self._scalar(f'sum(increase({REQUESTS}{{{sel},status=~"5.."}}[{window}s]))')
             p95 = self._scalar(f"histogram_quantile(0.95, sum by (le) "

@@ -138,6 +138,9 @@ class ServingState:
         self.log: PredictionLog | None = None
         self.follower: AliasFollower | None = None
         self.limiter = None  # anyio.CapacityLimiter, made on the event loop at first use
+        from .faults import FaultSwitch
+
+        self.faults = FaultSwitch()  # lesson 08's fault switch (POST /admin/fault)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -290,6 +293,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus():
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
+
+    @app.get("/admin/fault", include_in_schema=False)
+    async def get_fault():
+        return dataclasses.asdict(state.faults.current())
+
+    @app.post("/admin/fault", include_in_schema=False)
+    async def set_fault(request: Request):
+        """Lesson 08's teaching switch: {"error_rate": 0.3} or {"latency_s": 0.5,
+        "latency_share": 0.2}; {} clears it (see serving/faults.py)."""
+        from .faults import Fault
+
+        try:
+            fault = Fault.parse(await request.json())
+        except ValueError as err:
+            return error(422, str(err))
+        return dataclasses.asdict(state.faults.set(fault))
 
     app.add_middleware(Guard, state=state)
     return app

@@ -26,7 +26,7 @@ def test_runtime_is_python_311():
 def test_apt_packages():
     lines = {line.strip() for line in (BINDER / "apt.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")}
-    assert {"nginx", "redis-server"} <= lines
+    assert {"nginx", "redis-server", "prometheus", "prometheus-alertmanager"} <= lines
 
 
 @pytest.mark.parametrize("name", ["postBuild", "start"])
