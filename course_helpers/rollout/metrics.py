@@ -121,7 +121,11 @@ class PrometheusSource:
         self._since = time.time()
 
     def _scalar(self, promql: str) -> float:
-        res = self.query(promql)
+        import warnings
+
+        with warnings.catch_warnings():  # no series (no 5xx yet, no traffic): handled below
+            warnings.simplefilter("ignore", UserWarning)
+            res = self.query(promql)
         try:  # a DataFrame (monitoring.query) or a list of (labels, value)
             values = list(res["value"]) if hasattr(res, "columns") else [v for _, v in res]
         except (KeyError, TypeError):

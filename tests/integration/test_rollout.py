@@ -126,6 +126,18 @@ def test_mirror_gives_the_shadow_the_same_request_id(ws, backends):
 
 
 @pytest.fixture(scope="module")
+def prometheus(ws):
+    """Lesson 08's Prometheus (1 s scrapes in smoke): the canary reads its metrics there."""
+    from course_helpers import monitoring
+    from course_helpers.config import find_binary
+
+    need(find_binary("prometheus") is not None, "prometheus (Debian package prometheus)")
+    prom = monitoring.start("smoke", rules=False)
+    yield prom
+    monitoring.stop()
+
+
+@pytest.fixture(scope="module")
 def models(ws):
     from course_helpers.rollout import faults
 
@@ -177,16 +189,17 @@ def test_bad_canary_is_rolled_back_before_50_percent(ws, models):
     assert not _left_running()
 
 
-def test_good_canary_is_promoted_and_previous_kept(ws, models):
-    from course_helpers import tracking
+def test_good_canary_is_promoted_and_previous_kept(ws, models, prometheus):
+    from course_helpers import monitoring, tracking
 
-    rep = _canary("good")
+    rep = _canary("good", metrics="prometheus")
     assert rep["outcome"] == "promoted", rep["steps"]
     assert [s["weight"] for s in rep["steps"] if s["verdict"] in ("continue", "promote")
             and all(c["passed"] for c in s["checks"])] == [5, 25, 50, 100]
     assert tracking.resolve(NAME, "champion") == models["good"]
     assert tracking.resolve(NAME, "previous") == models["champion"]
     assert rep["failed_requests"] == 0  # four weight reloads under load, no failed request
+    assert "rollout-canary" not in monitoring.jobs()  # its scrape targets are gone
     tracking.rollback(NAME)  # leave the registry as the other tests expect
 
 

@@ -122,3 +122,20 @@ def test_nginx_config_split_and_mirror(tmp_path):
         render_config(tmp_path, 8080, ups, split=Split.of({"stable": 80, "shadow": 30}))
     with pytest.raises(CourseError, match="mirror upstream"):
         render_config(tmp_path, 8080, ups, mirror="nope")
+
+
+def test_canary_without_prometheus_says_to_start_it(tmp_path, monkeypatch):
+    from course_helpers.rollout.canary import prometheus_source
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    with pytest.raises(CourseError, match="mlops-course monitor up"):
+        prometheus_source()
+
+
+def test_histogram_quantile_matches_prometheus_interpolation():
+    from course_helpers.rollout.metrics import histogram_quantile
+
+    buckets = [(0.01, 50.0), (0.02, 90.0), (0.05, 100.0), (float("inf"), 100.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)
+    assert histogram_quantile(0.95, buckets) == pytest.approx(0.02 + 0.03 * 0.5)
+    assert math.isnan(histogram_quantile(0.95, [(float("inf"), 0.0)]))
