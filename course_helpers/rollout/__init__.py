@@ -48,7 +48,8 @@ def _cli_canary(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
     t = Thresholds(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
-                   max_p95_ms=args.max_p95_ms, max_p95_ratio=args.max_p95_ratio)
+                   max_p95_ms=args.max_p95_ms, max_p95_ratio=args.max_p95_ratio,
+                   min_p95_delta_ms=args.min_p95_delta_ms)
     rep = run_canary(args.stable, args.canary, args.steps, args.interval,
                      max_failed_checks=args.max_failed_checks, thresholds=t,
                      metrics=args.metrics, profile=args.profile, out=args.out,
@@ -109,7 +110,9 @@ def register_cli(subparsers) -> None:
     c.add_argument("--max-error-ratio", type=float, default=0.01)
     c.add_argument("--max-p95-ms", type=float, default=500.0)
     c.add_argument("--max-p95-ratio", type=float, default=1.5,
-                   help="canary p95 / stable p95 above this fails")
+                   help="canary p95 / stable p95 above this fails (when also "
+                        "--min-p95-delta-ms slower)")
+    c.add_argument("--min-p95-delta-ms", type=float, default=20.0)
     c.add_argument("--metrics", default="prometheus", choices=["prometheus", "scrape"],
                    help="read metrics from Prometheus (lesson 08) or the servers directly")
     c.add_argument("--users", type=int, help="Locust users (default: the profile's)")

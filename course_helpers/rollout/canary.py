@@ -306,3 +306,21 @@ def _point(entry: dict, weight: int, m: dict[str, TrackMetrics]) -> dict:
             "canary_error_ratio": _num(m["canary"].error_ratio),
             "stable_error_ratio": _num(m["stable"].error_ratio),
             "canary_p95_ms": _num(m["canary"].p95_ms), "stable_p95_ms": _num(m["stable"].p95_ms)}
+
+
+def steps_table(report: dict):
+    """One row per analysis of a rollout report: weight, seconds, verdict, canary requests,
+    error ratio, p95 and the p95 ratio to stable (with each threshold), and the reason."""
+    import pandas as pd
+
+    rows = []
+    for s in report.get("steps", []):
+        row = {"weight": s["weight"], "t_s": s["t"], "verdict": s["verdict"],
+               "canary_requests": s["canary_requests"]}
+        for c in s["checks"]:
+            if c["name"] != "requests":
+                row[c["name"]] = c["value"]
+                row[f"{c['name']}_max"] = c["threshold"]
+        row["reason"] = s["reason"]
+        rows.append(row)
+    return pd.DataFrame(rows)

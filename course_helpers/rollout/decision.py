@@ -22,7 +22,9 @@ class Thresholds:
     ``min_requests``: canary requests in the window before anything is judged;
     ``max_error_ratio``: errors / requests (Flagger's 99 % success rate is 0.01);
     ``max_p95_ms``: absolute p95 latency; ``max_p95_ratio``: canary p95 / stable p95
-    (a latency regression even when the absolute value still looks fine);
+    (a latency regression even when the absolute value still looks fine), judged only when
+    the canary is also ``min_p95_delta_ms`` slower: a p95 from a few dozen requests and
+    histogram buckets is coarse, and 12 ms against 7 ms is noise, not a regression;
     ``max_error_ratio_delta``: canary error ratio minus stable's.
     """
 
@@ -31,6 +33,7 @@ class Thresholds:
     max_p95_ms: float = 500.0
     max_p95_ratio: float = 1.5
     max_error_ratio_delta: float = 0.005
+    min_p95_delta_ms: float = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +84,10 @@ def run_checks(canary: TrackMetrics, stable: TrackMetrics | None,
                        "passed": delta <= t.max_error_ratio_delta})
         if _finite(stable.p95_ms) and stable.p95_ms > 0 and _finite(canary.p95_ms):
             ratio = canary.p95_ms / stable.p95_ms
+            slower_ms = canary.p95_ms - stable.p95_ms
             checks.append({"name": "p95_ratio_vs_stable", "value": ratio,
-                           "threshold": t.max_p95_ratio, "passed": ratio <= t.max_p95_ratio})
+                           "threshold": t.max_p95_ratio,
+                           "passed": ratio <= t.max_p95_ratio or slower_ms < t.min_p95_delta_ms})
     return checks
 
 
