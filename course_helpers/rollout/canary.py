@@ -88,18 +88,40 @@ def _upstreams(stable: Track, canary: Track, weight: int):
     return [Upstream(PREFIX, servers)]
 
 
-def _first_request_ts(db: str | None) -> float | None:
-    """The time of the first prediction the canary logged (its prediction log, SQLite)."""
+def _first_request_ts(db: str | None, since: float) -> float | None:
+    """The time of the first prediction the canary logged after ``since`` (its SQLite log)."""
     import sqlite3
 
     if not db:
         return None
     try:
         with sqlite3.connect(db, timeout=5) as con:
-            row = con.execute("SELECT MIN(ts) FROM predictions").fetchone()
+            row = con.execute("SELECT MIN(ts) FROM predictions WHERE ts >= ?", (since,)).fetchone()
         return float(row[0]) if row and row[0] is not None else None
     except sqlite3.Error:
         return None
+
+
+def start_tracks(uris: dict[str, str], prefix: str, started: list[str]) -> dict[str, Track]:
+    """Start one model server per track side by side (each loads its model: seconds of CPU);
+    no prediction cache (a cached answer would hide a slow or failing model), a prediction
+    log per track. Names go into ``started`` as they start, so the caller can stop them."""
+    import concurrent.futures
+
+    from ..serving import serve
+
+    def one(track: str, uri: str) -> Track:
+        name = f"{prefix}-{track}"
+        started.append(name)
+        return Track(track, uri, serve(uri, name=name, cache="none", variant=track, workers=1))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(uris)) as pool:
+        futures = {t: pool.submit(one, t, u) for t, u in uris.items()}
+        concurrent.futures.wait(futures.values())
+    for f in futures.values():
+        if f.exception() is not None:
+            raise f.exception()
+    return {t: f.result() for t, f in futures.items()}
 
 
 def _num(x: float) -> float | None:
@@ -120,7 +142,6 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
     during the rollout (``users`` defaults to the profile's, each ``rate_per_user`` req/s).
     """
     from ..deploy.nginx import LoadBalancer
-    from ..serving import serve
     from ..supervisor import Supervisor
     from .load import BackgroundLoad
     from .metrics import ScrapeSource
@@ -157,12 +178,8 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
     weight = 0
     t0 = time.time()
     try:
-        tracks = {}
-        for track, uri in (("stable", stable_uri), ("canary", canary_uri)):
-            name = f"{PREFIX}-{track}"
-            started.append(name)
-            handle = serve(uri, name=name, cache="none", variant=track, workers=1)
-            tracks[track] = Track(track, uri, handle)
+        deploy_started = time.time()
+        tracks = start_tracks({"stable": stable_uri, "canary": canary_uri}, PREFIX, started)
         stable, canary = tracks["stable"], tracks["canary"]
         say(f"stable {stable_uri} at {stable.handle.url}, canary {canary_uri} at "
             f"{canary.handle.url}")
@@ -215,8 +232,8 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
                                      for k, v in c.items()} for c in dec.checks],
                          "verdict": dec.verdict, "reason": dec.reason,
                          "failed_checks": dec.failed_checks,
-                         "canary_requests": m["canary"].requests,
-                         "stable_requests": m["stable"].requests}
+                         "canary_requests": round(m["canary"].requests, 1),
+                         "stable_requests": round(m["stable"].requests, 1)}
                 report["steps"].append(entry)
                 report["timeline"].append(_point(entry, w, m))
                 say(f"  {w}%: {dec.verdict} ({dec.reason})")
@@ -237,7 +254,7 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
             lb.update(_upstreams(stable, canary, 0))
             weight = 0
             rolled = time.time()
-            first = _first_request_ts(canary.handle.db) or first_weight_at
+            first = _first_request_ts(canary.handle.db, deploy_started) or first_weight_at
             report["rollback_s"] = round(rolled - first, 2)
             report["timeline"].append({"t": round(rolled - t0, 2), "weight": 0})
             say(f"rolled back: canary weight 0 ({report['rollback_s']} s after its first request)")

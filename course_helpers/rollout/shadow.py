@@ -67,7 +67,6 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     prediction logs. Writes ``shadow.json``; stops everything it started."""
     from ..deploy.nginx import LoadBalancer, Server, Upstream
     from ..loadtest import run_locust
-    from ..serving import serve
     from ..supervisor import Supervisor
 
     prof = config.get_profile(profile)
@@ -77,12 +76,11 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     started: list[str] = []
     lb = LoadBalancer(f"{PREFIX}-lb")
     try:
-        handles = {}
-        for track, uri in (("stable", stable_uri), ("shadow", shadow_uri)):
-            name = f"{PREFIX}-{track}"
-            started.append(name)
-            db = str(config.workspace_dir("serving") / f"{name}-{int(time.time())}.db")
-            handles[track] = serve(uri, name=name, cache="none", variant=track, db=db)
+        from .canary import start_tracks
+
+        tracks = start_tracks({"stable": stable_uri, "shadow": shadow_uri}, PREFIX, started)
+        handles = {t: tr.handle for t, tr in tracks.items()}
+        since = time.time()
         ups = [Upstream("primary", [Server(handles["stable"].url.removeprefix("http://"))]),
                Upstream("shadow", [Server(handles["shadow"].url.removeprefix("http://"))])]
         lb.start(ups, default="primary")
@@ -95,7 +93,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         with_m = run_locust(lb.url, label="mirror", **kw)
         time.sleep(1)  # the last mirrored requests land in the shadow's log
         primary = read_log(handles["stable"].db)
-        comparison = compare_logs(primary[primary["ts"] >= mirrored_from], handles["shadow"].db)
+        mirrored = read_log(handles["shadow"].db)  # the log outlives runs: this run's rows only
+        comparison = compare_logs(primary[primary["ts"] >= mirrored_from],
+                                  mirrored[mirrored["ts"] >= since])
     finally:
         if lb.name in started:
             lb.stop()
