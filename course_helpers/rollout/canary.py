@@ -103,25 +103,19 @@ def _first_request_ts(db: str | None, since: float) -> float | None:
 
 
 def start_tracks(uris: dict[str, str], prefix: str, started: list[str]) -> dict[str, Track]:
-    """Start one model server per track side by side (each loads its model: seconds of CPU);
-    no prediction cache (a cached answer would hide a slow or failing model), a prediction
-    log per track. Names go into ``started`` as they start, so the caller can stop them."""
-    import concurrent.futures
-
+    """Start one model server per track, no prediction cache (a cached answer would hide a
+    slow or failing model), a prediction log each. One after the other: ``serve`` checks the
+    model through MLflow's process-wide tracking URI, which threads would trample. Names go
+    into ``started`` as they start, so the caller can stop them."""
     from ..serving import serve
 
-    def one(track: str, uri: str) -> Track:
+    out = {}
+    for track, uri in uris.items():
         name = f"{prefix}-{track}"
         started.append(name)
-        return Track(track, uri, serve(uri, name=name, cache="none", variant=track, workers=1))
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(uris)) as pool:
-        futures = {t: pool.submit(one, t, u) for t, u in uris.items()}
-        concurrent.futures.wait(futures.values())
-    for f in futures.values():
-        if f.exception() is not None:
-            raise f.exception()
-    return {t: f.result() for t, f in futures.items()}
+        out[track] = Track(track, uri, serve(uri, name=name, cache="none", variant=track,
+                                             workers=1))
+    return out
 
 
 def _num(x: float) -> float | None:

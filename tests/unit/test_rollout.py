@@ -141,3 +141,45 @@ def test_histogram_quantile_matches_prometheus_interpolation():
     assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)
     assert histogram_quantile(0.95, buckets) == pytest.approx(0.02 + 0.03 * 0.5)
     assert math.isnan(histogram_quantile(0.95, [(float("inf"), 0.0)]))
+
+
+def test_rollout_ab_cli_writes_ab_json(tmp_path, monkeypatch, capsys):
+    import json
+
+    from course_helpers.cli import main
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    assert main(["rollout", "ab", "--profile", "smoke", "--out", str(tmp_path / "ab")]) == 0
+    rep = json.loads((tmp_path / "ab" / "ab.json").read_text())
+    assert rep["sample_size_per_arm"] == 14_745
+    assert rep["broken_split"]["decision"] == "invalid_srm"
+    assert rep["experiment"]["srm"]["ok"]
+    assert rep["peeking"]["fpr_naive"] > 0.2 and rep["peeking"]["fpr_sequential"] <= 0.05
+    assert "users per arm" in capsys.readouterr().out
+
+
+def test_canary_cli_bad_steps_is_one_sentence_before_anything(tmp_path, monkeypatch, capsys):
+    from course_helpers.cli import main
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    code = main(["rollout", "canary", "--stable", "models:/m@champion", "--canary",
+                 "models:/m@challenger", "--steps", "5,25,50"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "end at 100" in err
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.json"))
+
+
+def test_faulty_model_fails_the_same_inputs_every_time():
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    from course_helpers.rollout.faults import FaultyModel, SeededFault
+
+    X = np.random.default_rng(0).normal(size=(400, 3))
+    base = DummyClassifier().fit(X, X[:, 0] > 0)
+    m = FaultyModel(base, "errors", error_rate=0.2).fit(X)
+    bad = m._failing(X)
+    assert 0.12 < bad.mean() < 0.28 and (m._failing(X) == bad).all()
+    with pytest.raises(SeededFault):
+        m.predict_proba(X[bad][:1])
+    assert m.predict_proba(X[~bad][:5]).shape == (5, 2)
