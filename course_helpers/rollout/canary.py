@@ -103,19 +103,36 @@ def _first_request_ts(db: str | None, since: float) -> float | None:
 
 
 def start_tracks(uris: dict[str, str], prefix: str, started: list[str]) -> dict[str, Track]:
-    """Start one model server per track, no prediction cache (a cached answer would hide a
-    slow or failing model), a prediction log each. One after the other: ``serve`` checks the
-    model through MLflow's process-wide tracking URI, which threads would trample. Names go
-    into ``started`` as they start, so the caller can stop them."""
+    """Start one model server per track, side by side (each loads its model: seconds of CPU),
+    no prediction cache (a cached answer would hide a slow or failing model), a prediction
+    log each. Names go into ``started`` before they start, so the caller can stop them."""
+    import concurrent.futures
+
     from ..serving import serve
 
-    out = {}
-    for track, uri in uris.items():
-        name = f"{prefix}-{track}"
-        started.append(name)
-        out[track] = Track(track, uri, serve(uri, name=name, cache="none", variant=track,
-                                             workers=1))
-    return out
+    def one(track: str, uri: str) -> Track:
+        return Track(track, uri, serve(uri, name=f"{prefix}-{track}", cache="none",
+                                       variant=track, workers=1))
+
+    started.extend(f"{prefix}-{t}" for t in uris)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(uris)) as pool:
+        futures = {t: pool.submit(one, t, u) for t, u in uris.items()}
+        concurrent.futures.wait(futures.values())
+    for f in futures.values():
+        if f.exception() is not None:
+            raise f.exception()
+    return {t: f.result() for t, f in futures.items()}
+
+
+def stop_servers(names: list[str]) -> None:
+    """Stop servers side by side (each finishes its in-flight requests: seconds)."""
+    import concurrent.futures
+
+    from ..supervisor import Supervisor
+
+    if names:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(names)) as pool:
+            list(pool.map(lambda n: Supervisor().stop(n), names))
 
 
 def _num(x: float) -> float | None:
@@ -136,7 +153,6 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
     during the rollout (``users`` defaults to the profile's, each ``rate_per_user`` req/s).
     """
     from ..deploy.nginx import LoadBalancer
-    from ..supervisor import Supervisor
     from .load import BackgroundLoad
     from .metrics import ScrapeSource
 
@@ -286,9 +302,7 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
                                              for r in res.get("timeline", [])]
         if lb.name in started:
             lb.stop()
-        for name in started:
-            if name != lb.name:
-                Supervisor().stop(name)
+        stop_servers([n for n in started if n != lb.name])
         if metrics == "prometheus" and started:
             try:
                 from .. import monitoring

@@ -67,7 +67,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     prediction logs. Writes ``shadow.json``; stops everything it started."""
     from ..deploy.nginx import LoadBalancer, Server, Upstream
     from ..loadtest import run_locust
-    from ..supervisor import Supervisor
+    from .canary import stop_servers
 
     prof = config.get_profile(profile)
     duration_s = duration_s or prof.duration_s
@@ -99,9 +99,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     finally:
         if lb.name in started:
             lb.stop()
-        for name in started:
-            if name != lb.name:
-                Supervisor().stop(name)
+        stop_servers([n for n in started if n != lb.name])
     report = {"profile": prof.name, "stable": stable_uri, "shadow": shadow_uri,
               "p95_without_mirror_ms": without.p95_ms, "p95_with_mirror_ms": with_m.p95_ms,
               "mirror_p95_ratio": round(with_m.p95_ms / without.p95_ms, 3)
