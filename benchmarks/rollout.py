@@ -4,8 +4,8 @@ and what peeking does to an A/A test.
     python benchmarks/rollout.py [--profile classroom] [--metrics prometheus|scrape]
                                  [--interval 5] [--steps 5,25,50,100]
 
-Registers a champion, a challenger with a seeded fault (errors on ~20 % of inputs) and a
-healthy challenger in the workspace's MLflow store (``$MLOPS_HOME``), runs the canary
+Registers a champion, a challenger with a seeded fault (errors on ~20 % of inputs), a slow one
+(40 ms a prediction: a latency regression with a healthy error rate) and a healthy challenger in the workspace's MLflow store (``$MLOPS_HOME``), runs the canary
 controller on each under paced Locust load (the profile's users, 10 req/s each), then a shadow
 run with and without nginx ``mirror``, then the peeking simulation. Prints, last:
 
@@ -53,6 +53,8 @@ def main() -> None:
         faults.ensure_champion(name, profile=args.profile)
         faults.make_challenger("errors", name=name, seed=1, profile=args.profile, alias="bad")
         faults.make_challenger("none", name=name, seed=2, profile=args.profile, alias="good")
+        faults.make_challenger("slow", name=name, seed=3, profile=args.profile, alias="slow",
+                               delay_ms=40)
         checks = Thresholds(min_requests=args.min_requests)
         kw = dict(steps=args.steps, interval_s=args.interval, thresholds=checks,
                   metrics=args.metrics, profile=args.profile, verbose=False)
@@ -60,6 +62,15 @@ def main() -> None:
         print(f"bad_outcome={bad['outcome']} bad_max_weight={max(s['weight'] for s in bad['steps'])} "
               f"bad_failed_requests={bad['failed_requests']} bad_requests={bad['load']['requests']} "
               f"bad_seconds={bad['seconds']} loadavg={os.getloadavg()[0]:.2f}", flush=True)
+        slow = canary.run_canary(f"models:/{name}@champion", f"models:/{name}@slow", **kw)
+        last = slow["steps"][-1]
+        failed = [c["name"] for c in last["checks"] if not c["passed"]]
+        p95 = {c["name"]: c["value"] for c in last["checks"]}
+        print(f"slow_outcome={slow['outcome']} slow_max_weight={max(s['weight'] for s in slow['steps'])} "
+              f"slow_failed_checks={','.join(failed) or 'none'} slow_p95_ms={p95.get('p95_ms')} "
+              f"slow_p95_ratio={p95.get('p95_ratio_vs_stable')} slow_rollback_s={slow.get('rollback_s')} "
+              f"slow_failed_requests={slow['failed_requests']} loadavg={os.getloadavg()[0]:.2f}",
+              flush=True)
         good = canary.run_canary(f"models:/{name}@champion", f"models:/{name}@good", **kw)
         print(f"good_outcome={good['outcome']} promotion_s={good.get('promotion_s')} "
               f"good_requests={good['load']['requests']} good_seconds={good['seconds']} "
