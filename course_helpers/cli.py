@@ -136,7 +136,8 @@ def _demo(args: argparse.Namespace) -> int:
 # Modules that add their own subcommands: each defines ``register_cli(subparsers)`` that
 # adds parsers with ``set_defaults(func=...)``. Keep their module-level imports light.
 CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_helpers.cicd",
-               "course_helpers.features", "course_helpers.monitoring")
+               "course_helpers.features", "course_helpers.monitoring",
+               "course_helpers.rollout")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -53,6 +53,7 @@ GRADER_IMAGE_ENV = "MLOPS_GRADER_IMAGE"
 GRADER_REQUIREMENTS = ["ipykernel", "numpy", "pandas", "pyyaml", "scikit-learn", "psutil",
                        "matplotlib", "check-jsonschema", "kubernetes-validate", "mlflow",
                        "prefect", "pandera", "requests", "fastapi", "uvicorn", "tqdm",
+                       "scipy", "statsmodels",  # a09: students may use either
                        # redis needs it below Python 3.11.3 (the offline base has 3.11.2);
                        # the host's pip, on a newer 3.11, does not download it by itself
                        "async-timeout>=4.0.3"]
