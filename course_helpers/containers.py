@@ -21,7 +21,8 @@ def client():
     except ImportError as err:  # pragma: no cover - docker is a core dependency
         raise DockerUnavailableError(NO_ENGINE.format(reason=f"missing {err.name}")) from None
     try:
-        c = docker.from_env(version="auto", timeout=30)
+        # Removing or committing a large image on a busy engine can take over 30 s.
+        c = docker.from_env(version="auto", timeout=120)
         c.ping()
         return c
     except (docker.errors.DockerException, requests.exceptions.ConnectionError, OSError) as err:

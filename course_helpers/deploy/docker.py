@@ -103,8 +103,10 @@ def serving_image(base: str | None = None, verbose: bool = False) -> str:
 
 
 def _remove_old_tags(keep: str) -> None:
-    """Drop earlier hash tags of the serving image that no container uses."""
+    """Drop earlier hash tags of the serving image that no container uses (best effort:
+    on a busy engine a removal may time out, and the tag is then left for next time)."""
     import docker
+    import requests
 
     from ..containers import client
 
@@ -115,8 +117,8 @@ def _remove_old_tags(keep: str) -> None:
             if tag != keep and version != "latest" and not version.startswith("deps-"):
                 try:
                     c.images.remove(tag)
-                except docker.errors.APIError:
-                    pass  # in use by a container
+                except (docker.errors.APIError, requests.exceptions.RequestException):
+                    pass  # in use by a container, or the engine is too busy to answer now
 
 
 # the backend -----------------------------------------------------------------------------
