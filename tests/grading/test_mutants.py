@@ -20,6 +20,7 @@ def _needs_nbgrader():
     need(importlib.util.find_spec("nbgrader") is not None, "nbgrader (pip install -e .)")
 
 
+@pytest.mark.timeout(1200)  # 68 mutants: 388 s on one worker at load 5-6 (2 CPUs shared)
 def test_every_mutant_loses_points(workspace, capsys):
     from course_helpers import grading
     from course_helpers.grading.mutants import load_mutants
