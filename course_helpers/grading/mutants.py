@@ -130,8 +130,9 @@ def grade_mutants(assignments: list[str] | None = None, *, timeout: int | None =
     """Autograde every mutant of every assignment (or those named) and print, per mutant,
     its score and the test cells that caught it. Returns 1 if a mutant keeps full
     autograded marks (or a mutants file is broken), else 0. Assignments without a
-    ``mutants.yaml`` are listed and skipped. ``workers`` (default :func:`default_workers`)
-    processes share each assignment's mutants, each with a scratch course of its own."""
+    ``mutants.yaml`` are listed and skipped. Up to ``workers`` (default
+    :func:`default_workers`) processes share an assignment's mutants, one per four mutants,
+    each with a scratch course of its own."""
     import concurrent.futures
     import multiprocessing
 
@@ -153,7 +154,7 @@ def grade_mutants(assignments: list[str] | None = None, *, timeout: int | None =
         if not mutants:
             skipped.append(a)
             continue
-        n = min(workers, len(mutants))
+        n = min(workers, max(1, len(mutants) // 4))  # a worker costs a spawn and a generate
         chunks = [mutants[i::n] for i in range(n)]
         args = [(str(course), a, chunk, str(root / a / f"w{i}"), timeout)
                 for i, chunk in enumerate(chunks)]
