@@ -6,27 +6,71 @@ cgroup per process group; elsewhere (Binder, laptops without root) ``memory_pref
 returns None and the limit is not enforced. ``cpu_prefix`` pins with ``taskset``.
 (``config.cpu_limit`` and ``config.memory_limit_bytes`` read the limits *this* process
 runs under.)
+
+Every Linux-only call has a portable fallback, so macOS and other laptops run the same code
+unpinned and without a memory cgroup: ``usable_cpus`` (``os.sched_getaffinity``, else every
+CPU), ``cpu_prefix`` (``taskset``, else nothing), ``memory_prefix`` (a writable cgroup, else
+None), ``file_lock`` (``fcntl.flock``, else no lock).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 V1 = Path("/sys/fs/cgroup/memory")
 V2 = Path("/sys/fs/cgroup")
 PARENT = "mlops-course"
 
 
+def usable_cpus() -> list[int]:
+    """The CPU numbers this process may run on: its affinity on Linux, every CPU elsewhere
+    (macOS and Windows have no ``os.sched_getaffinity``)."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is not None:
+        try:
+            return sorted(getaffinity(0))
+        except OSError:
+            pass
+    return list(range(os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def file_lock(handle: IO) -> Iterator[bool]:
+    """Hold an exclusive lock on an open file while the block runs (``fcntl.flock``); yields
+    False, without locking, where ``fcntl`` does not exist (Windows without WSL)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield True
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _group(name: str) -> tuple[Path, str, str] | None:
-    """(directory, limit file, procs file) for a new group, or None if we may not create one."""
+    """(directory, limit file, procs file) for a new group, or None if we may not create one
+    (not Linux, no cgroup file system, not writable)."""
+    if not sys.platform.startswith("linux"):
+        return None
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-    if (V1 / "memory.limit_in_bytes").exists():
-        base, limit = V1 / PARENT, "memory.limit_in_bytes"
-    elif (V2 / "cgroup.controllers").exists() and "memory" in (V2 / "cgroup.controllers").read_text():
-        base, limit = V2 / PARENT, "memory.max"
-    else:
+    try:
+        if (V1 / "memory.limit_in_bytes").exists():
+            base, limit = V1 / PARENT, "memory.limit_in_bytes"
+        elif (V2 / "cgroup.controllers").exists() and \
+                "memory" in (V2 / "cgroup.controllers").read_text():
+            base, limit = V2 / PARENT, "memory.max"
+        else:
+            return None
+    except OSError:
         return None
     try:
         base.mkdir(exist_ok=True)
@@ -42,7 +86,7 @@ def _group(name: str) -> tuple[Path, str, str] | None:
 def cpu_prefix(cpus: list[int] | None) -> list[str]:
     """A command prefix that runs the command on ``cpus`` only (``taskset -c``); empty when
     no CPUs are given or ``taskset`` is missing (then the command runs unpinned)."""
-    taskset = shutil.which("taskset")
+    taskset = shutil.which("taskset") if sys.platform.startswith("linux") else None
     if not cpus or not taskset:
         return []
     return [taskset, "-c", ",".join(str(c) for c in cpus)]
@@ -86,7 +130,10 @@ def remove(name: str) -> None:
 
 
 def supported() -> bool:
-    return os.geteuid() == 0 and _group("probe") is not None and (remove("probe") or True)
+    """True where this process may create memory cgroups (root on Linux with cgroups)."""
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is not None and geteuid() == 0 and _group("probe") is not None \
+        and (remove("probe") or True)
 
 
 def remove_empty() -> None:

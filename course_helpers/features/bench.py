@@ -121,6 +121,7 @@ def bench(profile: str | None = None, engines: list[str] | None = None, memory_m
     ``engines`` (per engine: ``engine``, ``rows``, ``wall_s``, ``peak_mb``, ``ok``, ``error``).
     """
     from ..config import get_profile, workspace_dir
+    from ..limits import usable_cpus
     from .data import generate, progress
 
     name = get_profile(profile).name
@@ -146,7 +147,7 @@ def bench(profile: str | None = None, engines: list[str] | None = None, memory_m
     bar.close()
     results = {"profile": name, "rows": info.rows, "memory_mb": memory_mb,
                "limit": entries[0]["limit"] if entries else None,
-               "cpus": len(os.sched_getaffinity(0)), "data_mb": round(info.bytes / 2**20, 1),
+               "cpus": len(usable_cpus()), "data_mb": round(info.bytes / 2**20, 1),
                "engines": entries, "out": str(out), "data": str(info.path)}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     from matplotlib.figure import Figure

@@ -4,6 +4,9 @@ Run by the process sandbox as ``unshare ... python -I _jail.py SPEC.json -- CMD.
 ``sandbox.py``). It is a standalone script (standard library only, run with ``-I``) so that
 nothing from the course package runs inside the namespaces before the limits are set.
 
+The network namespace has only its own loopback, brought up here (no route out, and the
+host's 127.0.0.1 is another interface).
+
 SPEC keys: ``workdir`` (the folder the kernel works in), ``hide`` (folders replaced by an
 empty read-only tmpfs), ``private`` (/tmp, /dev/shm...: replaced by a small empty tmpfs of
 the sandbox's own, gone when it ends), ``rlimits``
@@ -38,6 +41,23 @@ def _bind_fd(fd: int, target: str) -> None:
     os.close(fd)
 
 
+def _loopback_up() -> None:
+    """Bring up ``lo`` of the sandbox's own network namespace: servers a task starts (a
+    Prefect API, a local HTTP server under Locust) listen there; nothing leaves the box."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            got = fcntl.ioctl(sock, siocgifflags, struct.pack("16sH14x", b"lo", 0))
+            flags = struct.unpack("16sH14x", got)[1]
+            fcntl.ioctl(sock, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+    except OSError as err:  # the kernel still runs; only tasks that need a local server fail
+        print(f"sandbox: loopback stays down ({err})", file=sys.stderr)
+
+
 def main() -> None:
     spec_path, sep, *cmd = sys.argv[1:]
     if sep != "--" or not cmd:
@@ -46,6 +66,7 @@ def main() -> None:
         spec = json.load(fh)
     work = spec["workdir"]
     _mount("--make-rprivate", "/")
+    _loopback_up()
     keep = os.open(work, os.O_RDONLY | os.O_DIRECTORY)  # still reachable once /tmp is new
     # folders the kernel must run from (Python's install) that sit in a home others cannot
     # enter: that home becomes an empty tmpfs and only the folder is mounted back into it

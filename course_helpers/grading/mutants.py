@@ -78,21 +78,73 @@ def apply_mutant(source_nb: Path, mutant: Mutant, dest: Path) -> None:
     nbformat.write(nb, str(dest))
 
 
-def grade_mutants(assignments: list[str] | None = None, *, timeout: int | None = None) -> int:
+def _grade_chunk(course: str, assignment: str, mutants: list[Mutant], root: str,
+                 timeout: int | None) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Autograde some mutants of one assignment in a scratch course of their own (run in a
+    worker process). Returns (rows, problems)."""
+    from . import _course, _pts
+
+    course_path, root_path = Path(course), Path(root)
+    sc = _course(root_path / "course", course_path / "source", [assignment], timeout,
+                 course_path / "nbgrader_config.py")
+    sc.generate(assignment)
+    nbs = sc.notebooks(assignment)
+    rows: list[tuple[str, ...]] = []
+    problems: list[str] = []
+    for m in mutants:
+        nb = m.notebook or (nbs[0] if len(nbs) == 1 else None)
+        if nb not in nbs:
+            problems.append(f"{assignment}/{m.name}: say which notebook (notebook: one of "
+                            f"{', '.join(nbs)})")
+            continue
+        student = f"mutant-{m.name}"
+        work = root_path / "mutants" / m.name
+        work.mkdir(parents=True)
+        try:
+            apply_mutant(sc.path("source", assignment) / f"{nb}.ipynb", m, work / f"{nb}.ipynb")
+        except CourseError as err:
+            problems.append(f"{assignment}: {err}")
+            continue
+        sc.submit(assignment, student, {nb: work / f"{nb}.ipynb"})
+        sc.autograde(assignment, student, nb)
+        res = sc.result(assignment, student, nb)
+        failed = [c.grade_id for c in res.auto() if (c.score or 0) < c.max_score]
+        caught = res.auto_score < res.auto_max
+        rows.append((assignment, m.name, f"{_pts(res.auto_score)}/{_pts(res.auto_max)}",
+                     "caught" if caught else "SURVIVED", ", ".join(failed) or "-"))
+        if not caught:
+            problems.append(f"{assignment}/{m.name} keeps full marks: {m.why}")
+    return rows, problems
+
+
+def default_workers() -> int:
+    """Worker processes for :func:`grade_mutants`: two where this process may use two CPUs
+    or more (each grades its share of an assignment's mutants), else one."""
+    from .. import config
+
+    return 2 if config.cpu_limit() >= 2 else 1
+
+
+def grade_mutants(assignments: list[str] | None = None, *, timeout: int | None = None,
+                  workers: int | None = None) -> int:
     """Autograde every mutant of every assignment (or those named) and print, per mutant,
     its score and the test cells that caught it. Returns 1 if a mutant keeps full
     autograded marks (or a mutants file is broken), else 0. Assignments without a
-    ``mutants.yaml`` are listed and skipped."""
-    from . import _course, _pick, _print_table, _pts, _scratch, course_dir
+    ``mutants.yaml`` are listed and skipped. Up to ``workers`` (default
+    :func:`default_workers`) processes share an assignment's mutants, one per four mutants,
+    each with a scratch course of its own."""
+    import concurrent.futures
+    import multiprocessing
+
+    from . import _pick, _print_table, _scratch, course_dir
 
     course = course_dir()
     names = _pick(course / "source", assignments)
+    workers = max(1, workers or default_workers())
     rows: list[tuple[str, ...]] = []
     problems: list[str] = []
     skipped: list[str] = []
     root = _scratch("mutants")
-    sc = _course(root / "course", course / "source", names, timeout,
-                 course / "nbgrader_config.py")
     for a in names:
         try:
             mutants = load_mutants(course / "source" / a)
@@ -102,31 +154,25 @@ def grade_mutants(assignments: list[str] | None = None, *, timeout: int | None =
         if not mutants:
             skipped.append(a)
             continue
-        sc.generate(a)
-        nbs = sc.notebooks(a)
-        for m in mutants:
-            nb = m.notebook or (nbs[0] if len(nbs) == 1 else None)
-            if nb not in nbs:
-                problems.append(f"{a}/{m.name}: say which notebook (notebook: one of "
-                                f"{', '.join(nbs)})")
-                continue
-            student = f"mutant-{m.name}"
-            work = root / "mutants" / a / m.name
-            work.mkdir(parents=True)
-            try:
-                apply_mutant(sc.path("source", a) / f"{nb}.ipynb", m, work / f"{nb}.ipynb")
-            except CourseError as err:
-                problems.append(f"{a}: {err}")
-                continue
-            sc.submit(a, student, {nb: work / f"{nb}.ipynb"})
-            sc.autograde(a, student, nb)
-            res = sc.result(a, student, nb)
-            failed = [c.grade_id for c in res.auto() if (c.score or 0) < c.max_score]
-            caught = res.auto_score < res.auto_max
-            rows.append((a, m.name, f"{_pts(res.auto_score)}/{_pts(res.auto_max)}",
-                         "caught" if caught else "SURVIVED", ", ".join(failed) or "-"))
-            if not caught:
-                problems.append(f"{a}/{m.name} keeps full marks: {m.why}")
+        n = min(workers, max(1, len(mutants) // 4))  # a worker costs a spawn and a generate
+        chunks = [mutants[i::n] for i in range(n)]
+        args = [(str(course), a, chunk, str(root / a / f"w{i}"), timeout)
+                for i, chunk in enumerate(chunks)]
+        try:
+            if n == 1:
+                results = [_grade_chunk(*args[0])]
+            else:
+                ctx = multiprocessing.get_context("spawn")  # no forked nbgrader/zmq state
+                with concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx) as pool:
+                    results = list(pool.map(_grade_chunk, *zip(*args)))
+        except CourseError as err:
+            problems.append(f"{a}: {err}")
+            continue
+        order = {m.name: i for i, m in enumerate(mutants)}
+        got = sorted((r for chunk_rows, _ in results for r in chunk_rows),
+                     key=lambda r: order[r[1]])
+        rows += got
+        problems += [p for _, chunk_problems in results for p in chunk_problems]
     _print_table(("assignment", "mutant", "score", "verdict", "failing tests"), rows)
     for a in skipped:
         print(f"{a}: no {MUTANTS_FILE} yet, skipped")

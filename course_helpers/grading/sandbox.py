@@ -6,7 +6,7 @@ sandbox, and the two talk over ZeroMQ ``ipc`` sockets in the sandbox's folder (s
 kernel needs no network at all). A hidden test reaches the kernel only when its cell is
 executed; nothing of the course directory is visible from inside.
 
-``process``: ``unshare`` gives the kernel new mount, network (loopback only, down) and PID
+``process``: ``unshare`` gives the kernel new mount, network (its own loopback only) and PID
 namespaces; ``_jail.py`` hides the course, the workspace and the submissions behind empty
 read-only mounts, gives it its own empty /tmp and /dev/shm, sets resource limits, drops to an
 unprivileged user (a system user when the grader is root, else the grader's user inside
@@ -54,6 +54,8 @@ GRADER_REQUIREMENTS = ["ipykernel", "numpy", "pandas", "pyyaml", "scikit-learn",
                        "matplotlib", "check-jsonschema", "kubernetes-validate", "mlflow",
                        "prefect", "pandera", "requests", "fastapi", "uvicorn", "tqdm",
                        "scipy", "statsmodels",  # a09: students may use either
+                       # a01 drives its endpoint with FastAPI's TestClient; a02 runs Locust
+                       "httpx", "locust",
                        # redis needs it below Python 3.11.3 (the offline base has 3.11.2);
                        # the host's pip, on a newer 3.11, does not download it by itself
                        "async-timeout>=4.0.3"]

@@ -138,12 +138,11 @@ def start_server(timeout: float = 120.0, keep: bool = False, scheduler: bool = F
     scheduled deployments; a running API-only server is replaced by one (same database) if
     no other process is using it.
     """
-    import fcntl
-
+    from ..limits import file_lock
     from ..supervisor import Supervisor, free_port
 
-    with open(prefect_home() / ".start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time; the others then find it
+    # one starter at a time; the others then find it
+    with open(prefect_home() / ".start.lock", "w") as lock, file_lock(lock):
         url = server_url(scheduler)
         if not url:
             sup = Supervisor()
@@ -195,11 +194,10 @@ def _take_lease() -> None:
 
 def _release_lease() -> None:
     """Drop this process's lease; stop the server if nobody else still uses it."""
-    import fcntl
+    from ..limits import file_lock
 
     try:
-        with open(prefect_home() / ".start.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(prefect_home() / ".start.lock", "w") as lock, file_lock(lock):
             (_leases() / str(os.getpid())).unlink(missing_ok=True)
             if not _other_users():
                 stop_server()
