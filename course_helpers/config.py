@@ -109,7 +109,12 @@ class Settings:
                                       "(set by the course)")
     replica: str | None = _var("MLOPS_REPLICA", None,
                                "replica name of a deployed server (set by the backends)")
+    fault_file: str | None = _var("MLOPS_FAULT_FILE", None,
+                                  "file holding the server's injected fault (default: beside "
+                                  "its Prometheus multiprocess directory; set by the course)")
     # -- tools and launchers -----------------------------------------------------------------
+    prometheus_bin: str | None = _var("MLOPS_PROMETHEUS_BIN", None,
+                                      "prometheus binary (default: found on PATH)")
     locustfile: str | None = _var("MLOPS_LOCUSTFILE", None,
                                   "locustfile of the Locust UI launcher (default: the course's)")
     locust_host: str | None = _var("MLOPS_LOCUST_HOST", None,

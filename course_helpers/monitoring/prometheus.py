@@ -52,7 +52,7 @@ def monitoring_dir(*parts: str) -> Path:
 
 def binary() -> str:
     """Path of the prometheus binary; :class:`BinaryNotFoundError` (one sentence) if absent."""
-    path = os.environ.get("MLOPS_PROMETHEUS_BIN") or config.find_binary("prometheus")
+    path = config.settings().prometheus_bin or config.find_binary("prometheus")
     if not path or not os.path.exists(path):
         raise BinaryNotFoundError(MISSING_BINARY)
     return path

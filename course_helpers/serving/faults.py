@@ -22,6 +22,8 @@ import random
 import time
 from pathlib import Path
 
+from .. import config
+
 FAULT_ENV = "MLOPS_FAULT_FILE"
 RECHECK_S = 0.25
 
@@ -65,7 +67,7 @@ class FaultSwitch:
 
     def __init__(self, path: str | Path | None = None) -> None:
         if path is None:
-            path = os.environ.get(FAULT_ENV) or (
+            path = config.settings().fault_file or (
                 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]) / "fault.json"
                 if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else None)
         self.path = Path(path) if path else None
