@@ -98,8 +98,13 @@ def _tail(log: str | os.PathLike | Callable[[], str] | None, lines: int = 15) ->
         return ""
     if callable(log):
         return log()
+    return tail(log, lines)
+
+
+def tail(path: str | os.PathLike, lines: int = 15) -> str:
+    """The last ``lines`` lines of a text file ('' if it does not exist)."""
     try:
-        with open(log, "rb") as fh:
+        with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 64 * 1024))
             text = fh.read().decode(errors="replace")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import config, readiness
 from .errors import BinaryNotFoundError, CourseError, PortInUseError, ReadinessTimeoutError
+from .readiness import tail  # noqa: F401  (images/ import it from here)
 
 ENV_TAG = "MLOPS_SUPERVISED"
 LABEL_MANAGED = "org.mlops-course.managed"
@@ -66,18 +67,6 @@ class Managed:
 
     def log_tail(self, lines: int = 15) -> str:
         return tail(self.log, lines) if self.log else ""
-
-
-def tail(path: str | Path, lines: int = 15) -> str:
-    """The last ``lines`` lines of a text file ('' if it does not exist)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def container_labels(name: str) -> dict[str, str]:
