@@ -21,7 +21,8 @@ from .. import config
 from ..errors import CourseError
 
 #: What never leaves the instructor's repository (paths relative to the repository root).
-INSTRUCTOR_ONLY = ("assignments/source/", "assignments/release/", "tests/grading/", ".ci/")
+INSTRUCTOR_ONLY = ("assignments/source/", "assignments/release/", "tests/grading/", ".ci/",
+                   "tests/binder/test_student_copy.py", "tests/browser/")
 #: File names dropped wherever they are.
 INSTRUCTOR_NAMES = ("mutants.yaml",)
 #: Files allowed to contain the nbgrader marker strings: the code that recognises them.

@@ -37,6 +37,8 @@ import urllib.request
 from pathlib import Path
 
 SIM_USER = "mlops-binder"
+ENV_CACHE_PREFIX = "mlops-binder-env-"
+ENV_READY = ".ready"
 TAG_ENV = "MLOPS_BINDER_SIM"
 PASS_ENV_PREFIXES = ("PIP_", "http_proxy", "https_proxy", "no_proxy",
                      "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_", "REQUESTS_CA_BUNDLE")
@@ -199,21 +201,39 @@ class BinderSim:
 
     # -- build -------------------------------------------------------------------------
 
-    def build(self, user: SimUser) -> None:
+    def build(self, user: SimUser, *, reuse_env: bool = True) -> None:
+        """The venv (reused across simulations when ``reuse_env``: see :meth:`_env_cache`),
+        the repo copied, then ``binder/postBuild`` run as the user."""
         self.user = user
-        python, how = python_for(user, self.base)
-        self.notes["python"] = how
-        log(f"user {user.name} (uid {user.uid}), python {python} ({how})")
+        cache = self._env_cache(user) if reuse_env else None
+        if cache is not None and (cache / ENV_READY).is_file():
+            self.env_dir = cache / "env"
+            self.notes["python"] = (cache / ENV_READY).read_text().strip()
+            log(f"reusing the Binder venv {self.env_dir} (same binder/requirements.txt)")
+        else:
+            work = self.base
+            if cache is not None:
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.mkdir(parents=True)
+                os.chmod(cache, 0o755)
+                work, self.env_dir = cache, cache / "env"
+            python, how = python_for(user, work)
+            self.notes["python"] = how
+            log(f"user {user.name} (uid {user.uid}), python {python} ({how})")
 
-        t0 = time.monotonic()
-        subprocess.run([str(python), "-m", "venv", str(self.env_dir)], check=True)
-        self._pip_install(self.root / "binder" / "requirements.txt")
-        self.timings["venv_install_s"] = time.monotonic() - t0
-        log(f"venv + pip install -r binder/requirements.txt: {self.timings['venv_install_s']:.1f} s")
+            t0 = time.monotonic()
+            subprocess.run([str(python), "-m", "venv", str(self.env_dir)], check=True)
+            self._pip_install(self.root / "binder" / "requirements.txt")
+            self.timings["venv_install_s"] = time.monotonic() - t0
+            log(f"venv + pip install -r binder/requirements.txt: "
+                f"{self.timings['venv_install_s']:.1f} s")
+            user.chown_tree(self.env_dir)
+            if cache is not None:
+                (cache / ENV_READY).write_text(how + "\n")
 
         self._copy_repo()
         self.home.mkdir()
-        for path in (self.env_dir, self.repo, self.home):
+        for path in (self.repo, self.home):
             user.chown_tree(path)
 
         t0 = time.monotonic()
@@ -226,6 +246,24 @@ class BinderSim:
             raise RuntimeError(f"binder/postBuild exited {out.returncode}:\n"
                                f"{self.notes['postbuild_output']}")
         log(f"postBuild as {user.name}: {self.timings['postbuild_s']:.1f} s")
+
+    def _env_cache(self, user: SimUser) -> Path | None:
+        """Where the venv of ``binder/requirements.txt`` is kept between simulations (Binder
+        itself caches that layer too): ``/tmp/mlops-binder-env-<hash>``, the hash of the
+        requirements, the Python and the user. Older caches are removed.
+        ``MLOPS_BINDER_FRESH=1`` builds a new one every time."""
+        if os.environ.get("MLOPS_BINDER_FRESH"):
+            return None
+        import hashlib
+
+        key = hashlib.sha256()
+        key.update((self.root / "binder" / "requirements.txt").read_bytes())
+        key.update(f"{sys.base_prefix} {sys.version} {user.uid}".encode())
+        cache = Path("/tmp") / f"{ENV_CACHE_PREFIX}{key.hexdigest()[:16]}"
+        for old in Path("/tmp").glob(ENV_CACHE_PREFIX + "*"):
+            if old != cache and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        return cache
 
     def _pip_install(self, requirements: Path) -> None:
         """``pip install -r`` as Binder does, from the index (through pip's cache, if it keeps any).
