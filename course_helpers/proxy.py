@@ -183,8 +183,10 @@ ICONS = Path(__file__).resolve().parent / "proxy_icons"
 
 
 def _launcher(title: str, icon: str) -> dict:
-    """A launcher card; without ``icon_path`` JupyterLab draws a blank card."""
-    return {"enabled": True, "title": title, "category": "MLOps course",
+    """A launcher card with an icon. JupyterLab 4 draws a launcher item's image
+    (``kernelIconUrl``, which jupyter-server-proxy sets from ``icon_path``) only in the
+    "Notebook" and "Console" sections: in any other category the card is blank."""
+    return {"enabled": True, "title": title, "category": "Notebook",
             "icon_path": str(ICONS / f"{icon}.svg")}
 
 

@@ -22,7 +22,8 @@ from ..errors import CourseError
 
 #: What never leaves the instructor's repository (paths relative to the repository root).
 INSTRUCTOR_ONLY = ("assignments/source/", "assignments/release/", "tests/grading/", ".ci/",
-                   "tests/binder/test_student_copy.py", "tests/browser/")
+                   "tests/binder/test_student_copy.py", "tests/browser/",
+                   "tests/unit/test_student_links.py")
 #: File names dropped wherever they are.
 INSTRUCTOR_NAMES = ("mutants.yaml",)
 #: Files allowed to contain the nbgrader marker strings: the code that recognises them.
@@ -163,6 +164,27 @@ PACKAGE_CODE = ("course_helpers/", "tests/", "benchmarks/", "scripts/")
 CODE_SUFFIXES = (".py", ".yml", ".yaml")
 
 
+def readable_text(path: Path, text: str) -> str:
+    """What a reader sees in a file: a notebook's cell sources and text outputs, one line per
+    line; any other file as it is."""
+    if path.suffix != ".ipynb":
+        return text
+    import json
+
+    try:
+        nb = json.loads(text)
+    except ValueError:
+        return text
+    parts = []
+    for cell in nb.get("cells", []):
+        src = cell.get("source", "")
+        parts.append("".join(src) if isinstance(src, list) else str(src))
+        for out in cell.get("outputs", []):
+            for value in [out.get("text", "")] + list(out.get("data", {}).values()):
+                parts.append("".join(value) if isinstance(value, list) else str(value))
+    return "\n".join(parts)
+
+
 def scan(copy_dir: Path, source_dir: Path) -> list[Finding]:
     """Every place in ``copy_dir`` that shows an instructor-only file, a solution/hidden-test
     marker, or a line of :func:`secret_lines`; see :attr:`Finding.overlap` for which of them
@@ -182,7 +204,7 @@ def scan(copy_dir: Path, source_dir: Path) -> list[Finding]:
             continue
         if rel not in MARKER_ALLOWED:
             found += [Finding(rel, "marker", m) for m in MARKERS if m in text]
-        lines = {s.strip() for s in text.replace("\\n", "\n").splitlines()}
+        lines = {s.strip() for s in readable_text(path, text).splitlines()}
         found += [Finding(rel, kind, s, where) for s, (kind, where) in secrets.items()
                   if s in lines or (len(s) > 40 and s in text)]
     return found

@@ -329,7 +329,9 @@ class BinderSim:
     def get(self, path: str, timeout: float = 30) -> tuple[int, str]:
         return http_get(self.url(path), self.token, timeout)
 
-    def start_lab(self, ready_timeout: float = 120) -> None:
+    def start_lab(self, ready_timeout: float = 120, **env: str) -> None:
+        """``binder/start jupyter lab`` as the user; ``env`` adds variables to its environment
+        (e.g. ``MLOPS_PROFILE="smoke"``, which binder/start keeps)."""
         assert self.user is not None
         self.port = free_port()
         self.lab_log = self.base / "jupyter-lab.log"
@@ -338,7 +340,7 @@ class BinderSim:
                f"--ServerApp.root_dir={self.repo}"]
         t0 = time.monotonic()
         with open(self.lab_log, "wb") as logf:
-            self.lab = subprocess.Popen(cmd, cwd=self.repo, env=self.user_env(), stdout=logf,
+            self.lab = subprocess.Popen(cmd, cwd=self.repo, env=self.user_env(**env), stdout=logf,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, **self.user.popen_kwargs())
         while True:

@@ -102,7 +102,12 @@ def test_no_solution_or_hidden_test_text(copy_dir):
             found += [f"{rel}: {m}" for m in markers if m in text]
         if path.suffix in (".ipynb", ".md", ".txt", ".cfg", ".toml", ".json", ".yml", ".yaml",
                            ".sh", "") and not rel.startswith(("course_helpers/", "tests/")):
-            lines = {ln.strip() for ln in text.replace("\\n", "\n").splitlines()}
+            if path.suffix == ".ipynb":
+                nb = nbformat.read(str(path), as_version=4)
+                text = "\n".join([c.source for c in nb.cells] + [
+                    str(o.get("text", "")) + "".join(map(str, o.get("data", {}).values()))
+                    for c in nb.cells for o in c.get("outputs", [])])
+            lines = {ln.strip() for ln in text.splitlines()}
             found += [f"{rel}: {s[:60]}" for s in secrets if s in lines]
     assert found == []
 
