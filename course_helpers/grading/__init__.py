@@ -8,7 +8,8 @@ nbgrader is imported inside the functions: importing this package stays fast.
 Modules: ``ci`` (solutions full marks, blanks zero), ``check`` (a student's self-check),
 ``batch`` (a folder of submissions, sandboxed), ``mutants`` (wrong solutions must lose
 points), ``course`` (the scratch nbgrader course), ``execute``/``guard`` (how cells run
-and are checked), ``sandbox`` (where the student's kernel runs).
+and are checked), ``sandbox`` (where the student's kernel runs), ``student`` (the released
+assignments and the students' repository, ``mlops-course course release|student-copy``).
 """
 
 from __future__ import annotations
