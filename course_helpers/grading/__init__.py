@@ -92,9 +92,11 @@ def release(assignment: str, dest: str | Path) -> list[Path]:
     """Generate the student version of an assignment (solutions and hidden tests removed)
     into ``dest``; returns the files written. In the students' repository (no sources) it
     copies the released version from ``assignments/release/<assignment>/``."""
-    released = _released(assignment)
+    from .student import copy_tree, released_in_students_copy
+
+    released = released_in_students_copy(assignment)
     if released is not None:
-        return _copy_tree(released, Path(dest).expanduser())
+        return copy_tree(released, Path(dest).expanduser())
     course = course_dir()
     _pick(course / "source", [assignment])
     root = _scratch("release")
@@ -114,32 +116,6 @@ def release(assignment: str, dest: str | Path) -> list[Path]:
         return written
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _released(assignment: str) -> Path | None:
-    """``assignments/release/<assignment>/`` of a students' repository (one without
-    ``assignments/source``), or None in the instructor's repository."""
-    root = config.repo_root()
-    if root is None or (root / "assignments" / "source").is_dir():
-        return None
-    release_dir = root / "assignments" / "release"
-    if not (release_dir / assignment).is_dir():
-        names = sorted(p.name for p in release_dir.iterdir() if p.is_dir()) \
-            if release_dir.is_dir() else []
-        raise CourseError(f"no assignment named {assignment} in {release_dir}: choose from "
-                          f"{', '.join(names) or '(none)'}")
-    return release_dir / assignment
-
-
-def _copy_tree(src: Path, target: Path) -> list[Path]:
-    written = []
-    for f in sorted(src.rglob("*")):
-        if f.is_file() and ".ipynb_checkpoints" not in f.parts:
-            out = target / f.relative_to(src)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, out)
-            written.append(out)
-    return written
 
 
 def _last_error(log: str) -> str:

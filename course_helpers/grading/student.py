@@ -96,6 +96,33 @@ def release_here() -> list[str]:
     return release_all(course_dir() / "release")
 
 
+def released_in_students_copy(assignment: str) -> Path | None:
+    """``assignments/release/<assignment>/`` of a students' repository (one without
+    ``assignments/source``), or None in the instructor's repository."""
+    root = config.repo_root()
+    if root is None or (root / "assignments" / "source").is_dir():
+        return None
+    release_dir = root / "assignments" / "release"
+    if not (release_dir / assignment).is_dir():
+        names = sorted(p.name for p in release_dir.iterdir() if p.is_dir()) \
+            if release_dir.is_dir() else []
+        raise CourseError(f"no assignment named {assignment} in {release_dir}: choose from "
+                          f"{', '.join(names) or '(none)'}")
+    return release_dir / assignment
+
+
+def copy_tree(src: Path, target: Path) -> list[Path]:
+    """Copy the files of ``src`` into ``target`` (checkpoints left out); returns them."""
+    written = []
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and ".ipynb_checkpoints" not in f.parts:
+            out = target / f.relative_to(src)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, out)
+            written.append(out)
+    return written
+
+
 # ------------------------------------------------------------------------------ secrets
 
 _SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION.*?^[ \t]*### END SOLUTION", re.S | re.M)
