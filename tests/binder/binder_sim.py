@@ -206,8 +206,24 @@ class BinderSim:
         the repo copied, then ``binder/postBuild`` run as the user."""
         self.user = user
         cache = self._env_cache(user) if reuse_env else None
+        if cache is None:
+            self._build_env(user, None)
+        else:
+            import fcntl
+
+            with open(str(cache) + ".lock", "w") as lock:  # one builder; the others wait
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._build_env(user, cache)
+        self._copy_repo()
+        self.home.mkdir()
+        for path in (self.repo, self.home):
+            user.chown_tree(path)
+        self._post_build(user)
+
+    def _build_env(self, user: SimUser, cache: Path | None) -> None:
         if cache is not None and (cache / ENV_READY).is_file():
             self.env_dir = cache / "env"
+            os.utime(cache)  # in use: kept by the clean-up of stale caches
             self.notes["python"] = (cache / ENV_READY).read_text().strip()
             log(f"reusing the Binder venv {self.env_dir} (same binder/requirements.txt)")
         else:
@@ -231,11 +247,7 @@ class BinderSim:
             if cache is not None:
                 (cache / ENV_READY).write_text(how + "\n")
 
-        self._copy_repo()
-        self.home.mkdir()
-        for path in (self.repo, self.home):
-            user.chown_tree(path)
-
+    def _post_build(self, user: SimUser) -> None:
         t0 = time.monotonic()
         out = subprocess.run([str(self.repo / "binder" / "postBuild")], cwd=self.repo,
                              env=self.user_env(), capture_output=True, text=True, timeout=600,
@@ -250,7 +262,8 @@ class BinderSim:
     def _env_cache(self, user: SimUser) -> Path | None:
         """Where the venv of ``binder/requirements.txt`` is kept between simulations (Binder
         itself caches that layer too): ``/tmp/mlops-binder-env-<hash>``, the hash of the
-        requirements, the Python and the user. Older caches are removed.
+        requirements, the Python and the user; one process builds it while the others wait.
+        Caches of other pins unused for an hour are removed.
         ``MLOPS_BINDER_FRESH=1`` builds a new one every time."""
         if os.environ.get("MLOPS_BINDER_FRESH"):
             return None
@@ -261,8 +274,8 @@ class BinderSim:
         key.update(f"{sys.base_prefix} {sys.version} {user.uid}".encode())
         cache = Path("/tmp") / f"{ENV_CACHE_PREFIX}{key.hexdigest()[:16]}"
         for old in Path("/tmp").glob(ENV_CACHE_PREFIX + "*"):
-            if old != cache and old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and old != cache and time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)  # another pin set, unused for an hour
         return cache
 
     def _pip_install(self, requirements: Path) -> None:
