@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PROFILE ?= classroom
 BACKEND ?= auto
-DEBIAN_PACKAGES := nginx redis-server debootstrap postgresql chromium
+DEBIAN_PACKAGES := nginx redis-server debootstrap postgresql prometheus prometheus-alertmanager chromium
 OFFLINE_BASE := mlops-course/base:bookworm
 # Course images build FROM this; the offline one is built from Debian packages (no registry
 # needed). With internet you may use `make demo BASE_IMAGE=python:3.11-slim`.
@@ -33,7 +33,7 @@ setup: $(VENV)/.installed
 
 # Debian packages the servers need; installed when we are root, otherwise we say what to run.
 system-deps:
-	@missing=""; for b in nginx redis-server debootstrap; do \
+	@missing=""; for b in nginx redis-server debootstrap prometheus promtool prometheus-alertmanager; do \
 	  command -v $$b >/dev/null || test -x /usr/sbin/$$b || missing="$$missing $$b"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	test -x /usr/bin/chromium || missing="$$missing chromium"; \

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
+    from course_helpers.config import PROFILE_NAMES
     from course_helpers.features import bench, data
     from course_helpers.features.engines import ENGINES
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", default="classroom", choices=["smoke", "classroom", "full"])
+    p.add_argument("--profile", default="classroom", choices=PROFILE_NAMES)
     p.add_argument("--memory-mb", type=int, default=1500)
     p.add_argument("--engines", default=",".join(ENGINES))
     p.add_argument("--ladder", default="1000000,4000000,16000000,50000000",

@@ -35,8 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:
+    from course_helpers.config import PROFILE_NAMES  # no side effects: MLOPS_HOME is set below
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="classroom", choices=["smoke", "classroom", "full"])
+    parser.add_argument("--profile", default="classroom", choices=PROFILE_NAMES)
     parser.add_argument("--rounds", type=int, default=2, help="MLflow warm restarts to time")
     args = parser.parse_args()
 

@@ -25,8 +25,8 @@ from course_helpers.supervisor import Supervisor  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default=os.environ.get("MLOPS_PROFILE", "classroom"),
-                        choices=["smoke", "classroom", "full"])
+    parser.add_argument("--profile", default=config.settings().profile,
+                        choices=config.PROFILE_NAMES)
     parser.add_argument("--backend", default="local", choices=["local", "docker"])
     parser.add_argument("--users", type=int, default=10)
     args = parser.parse_args()

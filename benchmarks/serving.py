@@ -72,8 +72,8 @@ def mlflow_serve(uri: str, name: str = "mlflow-serve") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default=os.environ.get("MLOPS_PROFILE", "classroom"),
-                        choices=["smoke", "classroom", "full"])
+    parser.add_argument("--profile", default=config.settings().profile,
+                        choices=config.PROFILE_NAMES)
     parser.add_argument("--users", type=int, help="default: 10 (the DESIGN measurements)")
     args = parser.parse_args()
     prof = config.get_profile(args.profile)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .config import PROFILE_NAMES
 from .errors import CourseError
 
 
@@ -159,7 +160,8 @@ def _demo(args: argparse.Namespace) -> int:
 # Modules that add their own subcommands: each defines ``register_cli(subparsers)`` that
 # adds parsers with ``set_defaults(func=...)``. Keep their module-level imports light.
 CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_helpers.cicd",
-               "course_helpers.features")
+               "course_helpers.features", "course_helpers.monitoring",
+               "course_helpers.rollout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", help="what this machine gives the course")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.add_argument("--profile", choices=PROFILE_NAMES)
     p.set_defaults(func=_doctor)
 
     p = sub.add_parser("cleanup", help="stop every process and container the helpers started")
@@ -239,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default="lru", choices=["none", "lru", "redis"])
     p.add_argument("--redis-url", help="default with --cache redis: start a local redis-server")
     p.add_argument("--db", help="prediction log: SQLite path, postgresql:// URL or 'none'")
-    p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.add_argument("--profile", choices=PROFILE_NAMES)
     p.add_argument("--detach", action="store_true", help="return and leave it running")
     p.add_argument("--follow-alias", type=float, default=0.0, metavar="SECONDS",
                    help="with --model models:/NAME@ALIAS: poll the registry this often and "
@@ -248,11 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("notebooks", help="execute lesson notebooks headless, with time and memory")
     p.add_argument("notebooks", nargs="*", help="default: every notebooks/*.ipynb")
-    p.add_argument("--profile", default="smoke", choices=["smoke", "classroom", "full"])
+    p.add_argument("--profile", default="smoke", choices=PROFILE_NAMES)
     p.set_defaults(func=_notebooks)
 
     p = sub.add_parser("demo", help="the scaling showdown: single-large vs many-small under load")
-    p.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    p.add_argument("--profile", choices=PROFILE_NAMES)
     p.add_argument("--backend", default="auto", choices=["auto", "local", "docker"])
     p.add_argument("--out", help="output directory (default: under the workspace)")
     p.set_defaults(func=_demo)

@@ -1,5 +1,5 @@
-"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI, the Locust UI and
-the Dask dashboard.
+"""jupyter-server-proxy launchers for the course's web UIs: the MLflow UI, the Locust UI, the
+Dask dashboard and Prometheus (lesson 08).
 
 ``binder/postBuild`` registers them in ``$NB_PYTHON_PREFIX/etc/jupyter/jupyter_server_config.py``::
 
@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import find_binary, workspace_dir
+from .config import Settings, find_binary, settings, workspace_dir
 
 #: Set for every process we start: nothing leaves loopback (MLflow ignores ``DO_NOT_TRACK=1``).
 TELEMETRY_ENV = {
@@ -53,7 +53,7 @@ DASK_TIMEOUT_S = 60.0
 #: The scheduler the "Dask dashboard" launcher starts listens here (loopback); connect workers
 #: with ``mlops-course features cluster --scheduler tcp://127.0.0.1:PORT``.
 DASK_PORT_ENV = "MLOPS_DASK_SCHEDULER_PORT"
-DASK_DEFAULT_PORT = 8786
+DASK_DEFAULT_PORT = Settings.dask_scheduler_port
 
 LOCUSTFILE_ENV = "MLOPS_LOCUSTFILE"
 LOCUST_HOST_ENV = "MLOPS_LOCUST_HOST"
@@ -102,7 +102,7 @@ def locust_setup() -> tuple[Path, dict[str, str]]:
     cannot be prepared, a minimal GET-``/`` user. Runs in the launcher process, not in the
     notebook server (it imports numpy).
     """
-    env = os.environ.get(LOCUSTFILE_ENV)
+    env = settings().locustfile
     if env:
         return Path(env).expanduser().resolve(), {}
     course = Path(__file__).resolve().parent / "loadtest" / "locustfile.py"
@@ -126,7 +126,7 @@ def locust_argv(port: int | str, locustfile: Path) -> list[str]:
         find_binary("locust") or "locust", "-f", str(locustfile),
         "--web-host", "127.0.0.1", "--web-port", str(port),
     ]
-    host = os.environ.get(LOCUST_HOST_ENV) or running_server_url()
+    host = settings().locust_host or running_server_url()
     if host:
         cmd += ["--host", host]
     return cmd
@@ -162,7 +162,7 @@ def dask_command(port: int, base_url: str = "/") -> list[str]:
 
     The proxy keeps the full path (``absolute_url``), so the dashboard's own links work behind it.
     """
-    sched = os.environ.get(DASK_PORT_ENV, str(DASK_DEFAULT_PORT))
+    sched = str(settings().dask_scheduler_port)
     prefix = base_url.rstrip("/") + "/dask"
     return [find_binary("dask") or "dask", "scheduler", "--host", "127.0.0.1", "--port", sched,
             "--dashboard-address", f"127.0.0.1:{port}", "--dashboard-prefix", prefix, "--no-show"]
@@ -214,16 +214,48 @@ def setup_locust() -> dict:
     }
 
 
+PROMETHEUS_TIMEOUT_S = 60.0
+
+
+def prometheus_command(port: int, base_url: str = "/") -> list[str]:
+    """What the Prometheus launcher runs: this module, which writes the workspace's config
+    (targets, SLO rules) and execs Prometheus under ``<base_url>prometheus/``."""
+    return [sys.executable, "-m", "course_helpers.proxy", "prometheus", str(port), base_url]
+
+
+def setup_prometheus() -> dict:
+    """The ``prometheus`` proxy entry (lesson 08): its own Prometheus on the workspace's targets
+    and rules; ``?urlpath=prometheus/`` on Binder. The lessons' own Prometheus (``mlops-course
+    monitor up``) opens at ``<server>/proxy/<its port>/``."""
+    return {
+        "command": prometheus_command,
+        "timeout": PROMETHEUS_TIMEOUT_S,
+        "absolute_url": True,
+        "new_browser_tab": True,
+        "launcher_entry": _launcher("Prometheus"),
+    }
+
+
 def servers() -> dict[str, dict]:
-    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ..., "dask": ...}``."""
-    return {"mlflow": setup_mlflow(), "locust": setup_locust(), "dask": setup_dask()}
+    """Everything for ``c.ServerProxy.servers``: ``{"mlflow": ..., "locust": ..., "dask": ...,
+    "prometheus": ...}``."""
+    return {"mlflow": setup_mlflow(), "locust": setup_locust(), "dask": setup_dask(),
+            "prometheus": setup_prometheus()}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m course_helpers.proxy locust PORT``: the Locust UI launcher's process."""
+    """``python -m course_helpers.proxy locust PORT`` (the Locust UI launcher's process) or
+    ``... prometheus PORT BASE_URL`` (the Prometheus launcher's)."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 3 and args[0] == "prometheus":
+        from .monitoring.prometheus import launcher_command
+
+        cmd = launcher_command(int(args[1]), args[2])
+        os.environ.setdefault("GOGC", "50")
+        os.execvp(cmd[0], cmd)
     if len(args) != 2 or args[0] != "locust":
-        print("usage: python -m course_helpers.proxy locust PORT", file=sys.stderr)
+        print("usage: python -m course_helpers.proxy locust PORT | prometheus PORT BASE_URL",
+              file=sys.stderr)
         return 2
     locustfile, extra = locust_setup()
     cmd = locust_argv(args[1], locustfile)

@@ -16,12 +16,10 @@ import os
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import config
+from . import config, readiness
 from .errors import BinaryNotFoundError, CourseError, PortInUseError, ReadinessTimeoutError
 
 ENV_TAG = "MLOPS_SUPERVISED"
@@ -147,23 +145,15 @@ def _who_listens(port: int) -> str:
     return ""
 
 
+def _target(port: int | None, url: str | None, host: str = "127.0.0.1") -> str | None:
+    return url or (f"tcp://{host}:{port}" if port else None)
+
+
 def probe(port: int | None = None, url: str | None = None, host: str = "127.0.0.1") -> bool:
-    """True when the port accepts a connection or the URL answers below 500."""
-    if url:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                return resp.status < 500
-        except urllib.error.HTTPError as err:
-            return err.code < 500
-        except (OSError, ValueError):
-            return False
-    if port:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return True
-        except OSError:
-            return False
-    return True
+    """True when the port accepts a connection or the URL answers below 500
+    (:func:`.readiness.probe`)."""
+    target = _target(port, url, host)
+    return True if target is None else bool(readiness.probe(target))
 
 
 def wait_ready(
@@ -176,25 +166,14 @@ def wait_ready(
     log_tail: Callable[[], str] = lambda: "",
     exit_code: Callable[[], int | None] = lambda: None,
 ) -> float:
-    """Poll until ready; returns the seconds it took. Raises a one-line-led error otherwise."""
-    start = time.monotonic()
-    delay = 0.05
-    while True:
-        if probe(port=port, url=url):
-            return time.monotonic() - start
-        if not alive():
-            code = exit_code()
-            raise ReadinessTimeoutError(
-                f"{name} exited (code {code}) before it was ready. Last log lines:\n{log_tail()}"
-            )
-        if time.monotonic() - start > timeout:
-            target = url or f"127.0.0.1:{port}"
-            raise ReadinessTimeoutError(
-                f"{name} was not ready at {target} after {timeout:.0f} s. "
-                f"Last log lines:\n{log_tail()}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
+    """Poll until ready; returns the seconds it took (:func:`.readiness.wait_until_ready`)."""
+    target = _target(port, url)
+    if target is None:
+        return 0.0
+    if not alive():  # dead before the first probe: report its exit code
+        raise ReadinessTimeoutError(f"{name} exited (code {exit_code()}) before {target} was "
+                                    f"ready. Last log lines:\n{log_tail()}")
+    return readiness.wait_until_ready(target, timeout, proc=alive, log=log_tail, name=name)
 
 
 class Supervisor:
@@ -316,12 +295,9 @@ class Supervisor:
         if stop_on_exit:
             _exit_hooks.append((self, name, proc.pid))
         try:
-            wait_ready(
-                name, port=port, url=url, timeout=timeout,
-                alive=lambda: proc.poll() is None,
-                log_tail=lambda: tail(log_path),
-                exit_code=proc.poll,
-            )
+            target = _target(port, url)
+            if target is not None:
+                readiness.wait_until_ready(target, timeout, proc=proc, log=log_path, name=name)
         except BaseException:
             self.stop(name)
             raise

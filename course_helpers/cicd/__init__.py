@@ -34,6 +34,7 @@ import dataclasses
 import json
 import sys
 
+from ..config import PROFILE_NAMES
 from ..errors import CourseError
 from .gates import (Check, GateResult, Thresholds, code_gate, data_gate, latency_p95_ms,
                     model_gate, serving_contract)
@@ -88,7 +89,7 @@ def register_cli(subparsers) -> None:
     r = sub.add_parser("run", help="run gates in order: code, data, train, model, promote")
     r.add_argument("--stages", default=",".join(PR_STAGES),
                    help=f"comma-separated, from {','.join(STAGES)} (default: the pull-request set)")
-    r.add_argument("--profile", choices=["smoke", "classroom", "full"])
+    r.add_argument("--profile", choices=PROFILE_NAMES)
     r.add_argument("--preset", default="baseline", help="the training config (pipeline presets)")
     r.add_argument("--seed", type=int, default=1, help="which batch")
     r.add_argument("--corrupt", help="inject a data defect (to see the data gate fail)")

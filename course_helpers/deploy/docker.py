@@ -26,14 +26,14 @@ import os
 import shutil
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from .. import config
 from ..errors import CourseError
+from ..monitoring.discovery import register_deployment, unregister_deployment
+from ..readiness import probe, wait_until_ready
 from .base import Deployment, Replica
 from .recipe import (CONTAINER_PORT, HEALTHCHECK_INTERVAL_S, HEALTHCHECK_RETRIES,  # noqa: F401
                      HEALTHCHECK_START_S, HEALTHCHECK_TIMEOUT_S, IMAGE_REPOSITORY, MODEL_MOUNT,
@@ -121,11 +121,14 @@ def _remove_old_tags(keep: str) -> None:
 
 # the backend -----------------------------------------------------------------------------
 def _probe(url: str, timeout: float = 1.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    return bool(probe(url, expect=200, timeout=timeout))
+
+
+def _running(box: Container) -> bool:
+    """False once a container exited, died, or restarted more than twice while starting."""
+    box.reload()
+    return box.attrs["State"].get("Status") not in ("exited", "dead") \
+        and box.attrs.get("RestartCount", 0) <= 2
 
 
 class DockerBackend:
@@ -231,28 +234,14 @@ class DockerBackend:
         return replica, box
 
     def _wait_ready(self, pairs: list[tuple[Replica, Container]]) -> None:
-        """Wait until every replica answers /ready from the host; a clear error otherwise."""
+        """Wait until every replica answers /ready (HTTP 200) from the host; a clear error
+        naming the replica, its URL and its last log lines otherwise. They start side by
+        side, so waiting for one after another takes as long as the slowest."""
         deadline = time.monotonic() + self.ready_timeout_s
-        waiting = list(pairs)
-        while waiting:
-            still = []
-            for replica, box in waiting:
-                if _probe(replica.url + "/ready"):
-                    continue
-                box.reload()
-                state = box.attrs["State"]
-                if state.get("Status") in ("exited", "dead") or box.attrs.get("RestartCount", 0) > 2:
-                    raise CourseError(
-                        f"replica {replica.name} crashed while starting (exit code "
-                        f"{state.get('ExitCode')}). Last log lines:\n{_logs(box)}")
-                still.append((replica, box))
-            if still and time.monotonic() > deadline:
-                replica, box = still[0]
-                raise CourseError(f"replica {replica.name} was not ready after "
-                                  f"{self.ready_timeout_s:.0f} s. Last log lines:\n{_logs(box)}")
-            waiting = still
-            if waiting:
-                time.sleep(0.2)
+        for replica, box in pairs:
+            wait_until_ready(replica.url + "/ready", max(0.0, deadline - time.monotonic()),
+                             expect=200, proc=lambda box=box: _running(box),
+                             log=lambda box=box: _logs(box), name=f"replica {replica.name}")
         for replica, box in pairs:  # the host pid of a container is known once it runs
             box.reload()
             replica.pid = box.attrs["State"].get("Pid") or replica.pid
@@ -302,7 +291,9 @@ class DockerBackend:
             for r in replicas:
                 self._remove(r, graceful=False)
             raise
-        return Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
+        dep = Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
+        register_deployment(dep)  # Prometheus scrapes every replica's host port (file_sd)
+        return dep
 
     def status(self, dep: Deployment) -> list[dict]:
         """One row per replica: container state and health, restarts, limits, ready."""
@@ -353,6 +344,7 @@ class DockerBackend:
                 self._remove(r, graceful=True)
             current = keep
         dep.spec, dep.replicas = spec, current
+        register_deployment(dep)
         return dep
 
     def kill_replica(self, dep: Deployment, index: int = 0) -> Replica:
@@ -381,15 +373,14 @@ class DockerBackend:
     def wait_ready(self, dep: Deployment, timeout: float = 60.0) -> float:
         """Wait until every replica answers ``/ready`` again; return the seconds it took."""
         start = time.monotonic()
-        while not all(_probe(r.url + "/ready") for r in dep.replicas):
-            if time.monotonic() - start > timeout:
-                raise CourseError(f"{dep.spec.name}: not every replica was ready after "
-                                  f"{timeout:.0f} s; see backend.status(dep).")
-            time.sleep(0.2)
+        for r in dep.replicas:
+            wait_until_ready(r.url + "/ready", max(0.0, timeout - (time.monotonic() - start)),
+                             expect=200, name=f"{dep.spec.name} replica {r.name}")
         return time.monotonic() - start
 
     def down(self, dep: Deployment) -> None:
         """Stop nginx, then every container of the deployment, then its network."""
+        unregister_deployment(dep)
         self._lb(dep.spec, dep.url).stop()
         known = {r.container_id for r in dep.replicas}
         replicas = list(dep.replicas) + [

@@ -17,6 +17,7 @@ import threading
 import time
 
 from .. import limits
+from ..monitoring.discovery import register_deployment, unregister_deployment
 from ..supervisor import Supervisor, free_port
 from . import recipe
 from .base import Deployment, Replica
@@ -73,9 +74,11 @@ class LocalBackend:
         dep = Deployment(spec=spec, backend=self.name, replicas=replicas, url=lb.url)
         if self.restart:
             self._watch(dep)
+        register_deployment(dep)  # Prometheus scrapes every replica (file_sd)
         return dep
 
     def down(self, dep: Deployment) -> None:
+        unregister_deployment(dep)
         self._unwatch(dep)
         LoadBalancer(f"{dep.spec.name}-lb").stop()
         sup = Supervisor()
@@ -85,17 +88,14 @@ class LocalBackend:
 
     def status(self, dep: Deployment) -> list[dict]:
         import json
-        import urllib.request
+
+        from ..readiness import probe
 
         out = []
         for r in dep.replicas:
             rec = Supervisor().get(r.name)
-            ready = False
-            try:
-                with urllib.request.urlopen(r.url + "/ready", timeout=2) as resp:
-                    ready = json.loads(resp.read()).get("status") == "ready"
-            except OSError:
-                pass
+            ready = probe(r.url + "/ready", timeout=2, expect=lambda status, body: status == 200
+                          and json.loads(body).get("status") == "ready").ok
             out.append({"replica": r.name, "url": r.url, "pid": rec.pid if rec else None,
                         "alive": bool(rec and rec.is_alive()), "ready": ready, "cpus": r.cpus,
                         "memory_limit_mb": (limits.memory_limit_of(r.name) or 0) // 2**20 or None,
@@ -121,6 +121,7 @@ class LocalBackend:
                     limits.remove(r.name)
                 current = keep
             dep.spec, dep.replicas = spec, current
+        register_deployment(dep)
         return dep
 
     def kill_replica(self, dep: Deployment, index: int = 0) -> Replica:

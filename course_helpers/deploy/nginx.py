@@ -3,6 +3,16 @@
 Passive health checks (``max_fails``/``fail_timeout``) plus ``proxy_next_upstream`` send a
 request that hit a dead replica to a live one, so a crash costs few requests. Weights are
 part of the model (canaries reuse it); ``update`` reloads with SIGHUP, without a restart.
+
+Lesson 09 adds two optional routing modes on top of the same config:
+
+* ``split`` (:class:`Split`): sticky A/B assignment with ``split_clients`` on a user id
+  taken from a header (``X-User-ID``) or, without it, a cookie (``user_id``): the same user
+  always reaches the same upstream. The chosen variant comes back in ``X-Variant``.
+* ``mirror`` (an upstream name): nginx ``mirror`` sends a copy of every request to that
+  upstream (a shadow); its answer is discarded, the client sees only the default's.
+
+Every answer carries ``X-Upstream`` (the replica address that answered).
 """
 
 from __future__ import annotations
@@ -32,6 +42,22 @@ class Upstream:
     servers: list[Server]
 
 
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Sticky split of users between upstreams: ``shares`` maps upstream name -> percent
+    (summing to 100). The user id is the ``header`` (``X-User-ID``) or else the ``cookie``;
+    requests with neither are split by client address and port (not sticky)."""
+
+    shares: tuple[tuple[str, float], ...]
+    header: str = "X-User-ID"
+    cookie: str = "user_id"
+    salt: str = "ab"
+
+    @classmethod
+    def of(cls, shares: dict[str, float], **kw) -> "Split":
+        return cls(tuple(shares.items()), **kw)
+
+
 #: Passive health check: a replica is skipped for ``FAIL_TIMEOUT_S`` after ``MAX_FAILS``
 #: failed attempts within that time. One failure is not enough: on a CPU-starved machine a
 #: single error on the surviving replica (a keep-alive connection the server closed as
@@ -44,15 +70,80 @@ FAIL_TIMEOUT_S = 2
 UPSTREAM_KEEPALIVE_S = 4
 
 
+def _var(header: str) -> str:
+    return "$http_" + header.lower().replace("-", "_")
+
+
+def _split_block(split: Split, names: set[str]) -> tuple[str, str]:
+    """The ``map`` + ``split_clients`` blocks and the proxy_pass target for a split."""
+    if not split.shares:
+        raise CourseError("a split needs at least one upstream share")
+    for name, share in split.shares:
+        if name not in names:
+            raise CourseError(f"split upstream {name!r} is not among {sorted(names)}")
+        if share < 0:
+            raise CourseError(f"split share of {name!r} is negative ({share})")
+    total = sum(share for _, share in split.shares)
+    if abs(total - 100) > 1e-6:
+        raise CourseError(f"split shares must sum to 100 (percent), got {total:g}")
+    lines = []
+    for i, (name, share) in enumerate(split.shares):
+        if share == 0:
+            continue
+        key = "*" if i == len(split.shares) - 1 else f"{share:g}%"
+        lines.append(f"        {key} {name};")
+    if not lines[-1].lstrip().startswith("*"):  # the last share was 0: give the rest to the last kept
+        lines[-1] = "        * " + lines[-1].split()[-1]
+    block = f"""    map {_var(split.header)} $ab_user {{
+        "" $cookie_{split.cookie};
+        default {_var(split.header)};
+    }}
+    map $ab_user $ab_key {{
+        "" "$remote_addr:$remote_port";
+        default "{split.salt}:$ab_user";
+    }}
+    split_clients "$ab_key" $ab_variant {{
+{chr(10).join(lines)}
+    }}
+"""
+    return block, "$ab_variant"
+
+
 def render_config(workdir: Path, port: int, upstreams: list[Upstream],
                   default: str | None = None, max_fails: int = MAX_FAILS,
-                  fail_timeout_s: int = FAIL_TIMEOUT_S, worker_processes: int = 1) -> str:
-    """The whole nginx.conf: every path under ``workdir``, listening on 127.0.0.1:``port``."""
+                  fail_timeout_s: int = FAIL_TIMEOUT_S, worker_processes: int = 1,
+                  split: Split | None = None, mirror: str | None = None) -> str:
+    """The whole nginx.conf: every path under ``workdir``, listening on 127.0.0.1:``port``.
+
+    ``split`` routes by sticky user id instead of to ``default``; ``mirror`` names an
+    upstream that gets a copy of every request (its answers are discarded).
+    """
     if not upstreams:
         raise CourseError("a load balancer needs at least one upstream")
     default = default or upstreams[0].name
-    if default not in {u.name for u in upstreams}:
+    names = {u.name for u in upstreams}
+    if default not in names:
         raise CourseError(f"default upstream {default!r} is not among {[u.name for u in upstreams]}")
+    if mirror is not None and mirror not in names:
+        raise CourseError(f"mirror upstream {mirror!r} is not among {sorted(names)}")
+    split_block, target = _split_block(split, names) if split else ("", default)
+    mirror_lines = ""
+    mirror_location = ""
+    if mirror:
+        mirror_lines = "\n            mirror /_mirror;\n            mirror_request_body on;"
+        # the shadow's answer is thrown away; short timeouts so a slow shadow costs little
+        mirror_location = f"""
+        location = /_mirror {{
+            internal;
+            proxy_pass http://{mirror}$request_uri;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header X-Shadow "1";
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 5s;
+        }}"""
+    variant_header = '\n            add_header X-Variant $ab_variant always;' if split else ""
     blocks = []
     for up in upstreams:
         if not up.servers or all(s.weight == 0 for s in up.servers):
@@ -84,11 +175,12 @@ http {{
     scgi_temp_path {tmp}/scgi;
     client_max_body_size 2m;
 {chr(10).join(blocks)}
-    server {{
+{split_block}    server {{
         listen 127.0.0.1:{port};
-        location = /lb-health {{ return 200 "ok\\n"; }}
+        location = /lb-health {{ return 200 "ok\\n"; }}{mirror_location}
         location / {{
-            proxy_pass http://{default};
+            proxy_pass http://{target};{mirror_lines}{variant_header}
+            add_header X-Upstream $upstream_addr always;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Request-ID $request_id;
@@ -115,10 +207,12 @@ class LoadBalancer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstreams: list[Upstream] = []
 
-    def _write(self, upstreams: list[Upstream], default: str | None) -> None:
+    def _write(self, upstreams: list[Upstream], default: str | None,
+               split: Split | None = None, mirror: str | None = None) -> None:
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.workdir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(render_config(self.workdir, self.port, upstreams, default))
+        self.conf.write_text(render_config(self.workdir, self.port, upstreams, default,
+                                           split=split, mirror=mirror))
         self.upstreams = upstreams
         out = subprocess.run([self._bin(), "-t", "-p", str(self.workdir), "-c", str(self.conf),
                               "-e", str(self.workdir / "error.log")],
@@ -135,16 +229,19 @@ class LoadBalancer:
                               "package `nginx` (sudo apt-get install nginx).")
         return path
 
-    def start(self, upstreams: list[Upstream], default: str | None = None) -> "LoadBalancer":
-        self._write(upstreams, default)
+    def start(self, upstreams: list[Upstream], default: str | None = None,
+              split: Split | None = None, mirror: str | None = None) -> "LoadBalancer":
+        """Write the config and start nginx; ``split`` and ``mirror`` as in :func:`render_config`."""
+        self._write(upstreams, default, split, mirror)
         Supervisor().start(self.name, [self._bin(), "-p", str(self.workdir), "-c", str(self.conf),
                                        "-e", str(self.workdir / "error.log")],
                            url=f"{self.url}/lb-health", port=self.port, timeout=15)
         return self
 
-    def update(self, upstreams: list[Upstream], default: str | None = None) -> None:
+    def update(self, upstreams: list[Upstream], default: str | None = None,
+               split: Split | None = None, mirror: str | None = None) -> None:
         """Write the new config and reload it (SIGHUP): no dropped new connections."""
-        self._write(upstreams, default)
+        self._write(upstreams, default, split, mirror)
         rec = Supervisor().get(self.name)
         if rec is None or not rec.is_alive():
             raise CourseError(f"load balancer {self.name} is not running: start it first")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import Settings
 from .spec import DeploymentSpec
 
 #: The image's repository; tags are content hashes (and ``latest`` for the newest build).
@@ -82,11 +83,11 @@ def container_env(spec: DeploymentSpec, model_uri: str | None = None,
     env = {
         "MLOPS_MODEL_URI": model_uri,
         "MLOPS_CACHE": spec.cache,
-        "MLOPS_CACHE_SIZE": "10000",
-        "MLOPS_CACHE_TTL_S": "300.0",
-        "MLOPS_MAX_BATCH": "256",
-        "MLOPS_MAX_BODY_BYTES": "1000000",
-        "MLOPS_VARIANT": "default",
+        "MLOPS_CACHE_SIZE": str(Settings.cache_size),  # the defaults, documented in config
+        "MLOPS_CACHE_TTL_S": str(Settings.cache_ttl_s),
+        "MLOPS_MAX_BATCH": str(Settings.max_batch),
+        "MLOPS_MAX_BODY_BYTES": str(Settings.max_body_bytes),
+        "MLOPS_VARIANT": Settings.variant,
         "MLOPS_DB": spec.db or "none",
         "MLOPS_MAX_REQUESTS_PER_CONNECTION": str(MAX_REQUESTS_PER_CONNECTION),
         "MLOPS_HOME": "/tmp/mlops",

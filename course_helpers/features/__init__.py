@@ -10,7 +10,7 @@ Importing this package is cheap: engines are imported when used.
 
 from __future__ import annotations
 
-PROFILES = ("smoke", "classroom", "full")
+from ..config import PROFILE_NAMES as PROFILES
 
 
 def _cli_data(args) -> int:

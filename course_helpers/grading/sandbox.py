@@ -53,6 +53,7 @@ GRADER_IMAGE_ENV = "MLOPS_GRADER_IMAGE"
 GRADER_REQUIREMENTS = ["ipykernel", "numpy", "pandas", "pyyaml", "scikit-learn", "psutil",
                        "matplotlib", "check-jsonschema", "kubernetes-validate", "mlflow",
                        "prefect", "pandera", "requests", "fastapi", "uvicorn", "tqdm",
+                       "scipy", "statsmodels",  # a09: students may use either
                        # redis needs it below Python 3.11.3 (the offline base has 3.11.2);
                        # the host's pip, on a newer 3.11, does not download it by itself
                        "async-timeout>=4.0.3"]
@@ -61,7 +62,9 @@ PRIVATE = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
 
 def grader_image() -> str:
     """The image docker-sandboxed kernels run in (``$MLOPS_GRADER_IMAGE`` or the default)."""
-    return os.environ.get(GRADER_IMAGE_ENV, "").strip() or GRADER_IMAGE
+    from ..config import settings
+
+    return settings().grader_image or GRADER_IMAGE
 
 
 def build_grader_image(tag: str | None = None) -> str:

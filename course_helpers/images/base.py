@@ -31,7 +31,7 @@ def _repository(tag: str) -> str:
 
 def base_image() -> str:
     """The base image to build on: ``$BASE_IMAGE``, else the public ``python:3.11-slim``."""
-    return os.environ.get(BASE_IMAGE_ENV, "").strip() or PUBLIC_BASE_IMAGE
+    return config.settings().base_image or PUBLIC_BASE_IMAGE
 
 
 def image_exists(name: str) -> bool:
@@ -63,7 +63,7 @@ def build_base_image(name: str | None = None, force: bool = False, minimal: bool
     progress goes to stderr and to ``<workspace>/logs/build-base-image.log``; the return
     value is the image name.
     """
-    name = name or os.environ.get(BASE_IMAGE_ENV, "").strip() or OFFLINE_BASE_IMAGE
+    name = name or config.settings().base_image or OFFLINE_BASE_IMAGE
     repo = _repository(name)
     if "/" not in repo or repo.startswith(("docker.io/library/", "library/")):
         raise CourseError(

@@ -7,12 +7,15 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from .. import config
 from ..containers import client
@@ -22,13 +25,33 @@ from ..errors import CourseError
 PYTHON_VERSION = "3.11"
 GLIBC = (2, 36)
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
-_REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*?)\s*$")
 
 
 def normalise(name: str) -> str:
     """PEP 503 name: lower case, runs of ``-_.`` become ``-``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonicalize_name(name)
+
+
+def parse_requirement(text: str) -> Requirement | None:
+    """``text`` as a PEP 508 requirement (``packaging``), or None for anything else (a
+    comment, an option line such as ``-r file``, an empty line). A requirements file's
+    comments (``#`` after a space) are dropped first."""
+    line = text.strip()
+    if line.startswith("#"):
+        return None
+    line = line.partition(" #")[0].strip()
+    try:
+        return Requirement(line) if line else None
+    except InvalidRequirement:
+        return None
+
+
+def exact_pin(req: Requirement) -> str | None:
+    """The version of a requirement pinned with exactly one ``==`` (else None)."""
+    specs = list(req.specifier)
+    if len(specs) == 1 and specs[0].operator == "==" and "*" not in specs[0].version:
+        return specs[0].version
+    return None
 
 
 def locked_pins(path: str | Path | None = None) -> dict[str, str]:
@@ -44,9 +67,9 @@ def locked_pins(path: str | Path | None = None) -> dict[str, str]:
         return {}
     pins = {}
     for line in text.splitlines():
-        m = _PIN.match(line.strip())
-        if m:
-            pins[normalise(m.group(1))] = m.group(2)
+        req = parse_requirement(line)
+        if req is not None and exact_pin(req):
+            pins[normalise(req.name)] = exact_pin(req)
     return pins
 
 
@@ -55,13 +78,19 @@ def pin_requirements(requirements: Sequence[str],
     """Pin each bare requirement (``"psutil"``) to the lock's version; keep the others."""
     pins = locked_pins() if pins is None else pins
     out = []
-    for req in requirements:
-        m = _REQ.match(req)
-        if m and not m.group(3) and normalise(m.group(1)) in pins:
-            out.append(f"{m.group(1)}{m.group(2) or ''}=={pins[normalise(m.group(1))]}")
+    for text in requirements:
+        req = parse_requirement(text)
+        if req is not None and _bare(req) and normalise(req.name) in pins:
+            req.specifier = SpecifierSet(f"=={pins[normalise(req.name)]}")
+            out.append(str(req))
         else:
-            out.append(req.strip())
+            out.append(text.strip())
     return out
+
+
+def _bare(req: Requirement) -> bool:
+    """A name (and extras) alone: no version, URL or environment marker."""
+    return not req.specifier and req.url is None and req.marker is None
 
 
 def engine_arch() -> str:
@@ -92,8 +121,8 @@ def wheelhouse(requirements: Sequence[str], dest: str | Path | None = None, *,
     arch = arch or engine_arch()
     pins = locked_pins()
     reqs = pin_requirements(requirements, pins)
-    explicit = {normalise(m.group(1)) for r in requirements
-                if (m := _REQ.match(r)) and m.group(3)}
+    explicit = {normalise(req.name) for r in requirements
+                if (req := parse_requirement(r)) is not None and not _bare(req)}
     constraints = "".join(f"{n}=={v}\n" for n, v in sorted(pins.items()) if n not in explicit)
     platforms = manylinux_platforms(arch)
     key = hashlib.sha256(json.dumps(

@@ -6,6 +6,7 @@ Configured by environment variables set by ``course_helpers.loadtest.run_locust`
 ``MLOPS_LOAD_API`` (``course`` posts to /predict; ``mlflow`` posts the same rows to
 ``mlflow models serve``'s /invocations, for comparisons) and ``MLOPS_LOAD_RATE`` (requests
 per second per user, at most: paced users; 0 or unset: each user fires again at once).
+Every variable is documented once in :class:`course_helpers.config.Settings`.
 """
 
 import json
@@ -18,14 +19,21 @@ import numpy as np
 from locust import LoadTestShape, constant, constant_throughput, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-ROWS = json.loads(open(os.environ["MLOPS_LOAD_ROWS"]).read())
-MIX = os.environ.get("MLOPS_LOAD_MIX", "uniform")
-BATCH = int(os.environ.get("MLOPS_LOAD_BATCH", "1"))
-API = os.environ.get("MLOPS_LOAD_API", "course")
-RATE = float(os.environ.get("MLOPS_LOAD_RATE", "0") or 0)
-_rng = np.random.default_rng(int(os.environ.get("MLOPS_LOAD_SEED", "7")))
+from course_helpers.config import settings
+
+_env = settings()
+if not _env.load_rows:
+    raise SystemExit("MLOPS_LOAD_ROWS is not set: run this locustfile through "
+                     "course_helpers.loadtest.run_locust, or set it to a JSON file of rows.")
+
+ROWS = json.loads(open(_env.load_rows).read())
+MIX = _env.load_mix
+BATCH = _env.load_batch
+API = _env.load_api
+RATE = _env.load_rate
+_rng = np.random.default_rng(_env.load_seed)
 if MIX == "zipf":
-    a = float(os.environ.get("MLOPS_LOAD_ZIPF_A", "1.2"))
+    a = _env.load_zipf_a
     p = np.arange(1, len(ROWS) + 1, dtype=float) ** -a
     ORDER = _rng.choice(len(ROWS), size=200_000, p=p / p.sum()).tolist()
 else:
@@ -61,14 +69,14 @@ class PredictUser(FastHttpUser):
 
 # Exact per-second outcomes (Locust's own history smooths over a 10 s window, which would
 # blur a fault-injection blip): {second: [ok, failed, [latencies ms]]}, written at the end.
-TIMELINE_FILE = os.environ.get("MLOPS_LOAD_TIMELINE")
+TIMELINE_FILE = _env.load_timeline
 _timeline = defaultdict(lambda: [0, 0, []])
 
 
 # Written at the first response (epoch seconds), so that a caller timing actions "N seconds
 # into the load" counts from when the load really began: starting Locust itself takes
 # seconds on a busy machine.
-STARTED_FILE = os.environ.get("MLOPS_LOAD_STARTED")
+STARTED_FILE = _env.load_started
 _started = []
 
 
@@ -104,10 +112,10 @@ def _dump(environment, **kw):
         json.dump(rows, fh)
 
 
-SHAPE = os.environ.get("MLOPS_LOAD_SHAPE", "constant")
-MAX_USERS = int(os.environ.get("MLOPS_LOAD_USERS", "10"))
-DURATION = float(os.environ.get("MLOPS_LOAD_DURATION", "20"))
-STEPS = int(os.environ.get("MLOPS_LOAD_STEPS", "4"))
+SHAPE = _env.load_shape
+MAX_USERS = _env.load_users
+DURATION = _env.load_duration
+STEPS = _env.load_steps
 
 if SHAPE == "step":
 

@@ -154,7 +154,7 @@ def _cli_server(args) -> int:
 def register_cli(subparsers) -> None:
     from .steps import CORRUPTIONS, PRESETS
 
-    profiles = ["smoke", "classroom", "full"]
+    from ..config import PROFILE_NAMES as profiles
     p = subparsers.add_parser("pipeline", help="the automated training pipeline (lesson 03)")
     sub = p.add_subparsers(dest="pipeline_cmd", required=True, metavar="ACTION")
 

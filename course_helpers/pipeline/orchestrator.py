@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import urllib.request
 from collections.abc import Iterator
 
 from .. import config
@@ -102,11 +101,9 @@ def scheduler_env() -> dict[str, str]:
 
 
 def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(api_url + "/health", timeout=3) as resp:
-            return resp.status == 200
-    except (OSError, ValueError):
-        return False
+    from ..readiness import probe
+
+    return probe(api_url + "/health", expect=200, timeout=3).ok
 
 
 def server_url(scheduler: bool = False) -> str | None:

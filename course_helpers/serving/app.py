@@ -50,29 +50,19 @@ class Settings:
     # would, to measure what that does to /health. Never in production.
     predict_on_loop: bool = False
     # Predictions running at once per worker (threads); see create_app.
-    predict_threads: int = 40
+    predict_threads: int = 2
 
     @classmethod
     def from_env(cls) -> "Settings":
-        env = os.environ
-        if not env.get("MLOPS_MODEL_URI"):
+        """The server's fields of :func:`course_helpers.config.settings` (where each
+        ``MLOPS_*`` variable is documented once)."""
+        from ..config import settings
+
+        env = settings()
+        if not env.model_uri:
             raise RuntimeError("MLOPS_MODEL_URI is not set: which model should I serve?")
-        db = env.get("MLOPS_DB") or None
-        return cls(
-            model_uri=env["MLOPS_MODEL_URI"],
-            cache=env.get("MLOPS_CACHE", "lru"),
-            cache_size=int(env.get("MLOPS_CACHE_SIZE", 10_000)),
-            cache_ttl_s=float(env.get("MLOPS_CACHE_TTL_S", 300)),
-            redis_url=env.get("MLOPS_REDIS_URL") or None,
-            db=None if db in (None, "none") else db,
-            max_batch=int(env.get("MLOPS_MAX_BATCH", 256)),
-            max_body_bytes=int(env.get("MLOPS_MAX_BODY_BYTES", 1_000_000)),
-            variant=env.get("MLOPS_VARIANT", "default"),
-            max_requests_per_connection=int(env.get("MLOPS_MAX_REQUESTS_PER_CONNECTION", 0)),
-            follow_alias_s=float(env.get("MLOPS_FOLLOW_ALIAS_S", 0)),
-            predict_on_loop=env.get("MLOPS_PREDICT_ON_LOOP", "").lower() in ("1", "true"),
-            predict_threads=int(env.get("MLOPS_PREDICT_THREADS", 40)),
-        )
+        return cls(**{f.name: getattr(env, f.name) for f in dataclasses.fields(cls)
+                      if f.name != "db"}, db=None if env.db in (None, "none") else env.db)
 
     def to_env(self) -> dict[str, str]:
         out = {"MLOPS_MODEL_URI": self.model_uri, "MLOPS_CACHE": self.cache,
@@ -84,7 +74,7 @@ class Settings:
             out["MLOPS_FOLLOW_ALIAS_S"] = str(self.follow_alias_s)
         if self.predict_on_loop:
             out["MLOPS_PREDICT_ON_LOOP"] = "true"
-        if self.predict_threads != 40:
+        if self.predict_threads != 2:
             out["MLOPS_PREDICT_THREADS"] = str(self.predict_threads)
         if self.redis_url:
             out["MLOPS_REDIS_URL"] = self.redis_url
@@ -138,6 +128,9 @@ class ServingState:
         self.log: PredictionLog | None = None
         self.follower: AliasFollower | None = None
         self.limiter = None  # anyio.CapacityLimiter, made on the event loop at first use
+        from .faults import FaultSwitch
+
+        self.faults = FaultSwitch()  # lesson 08's fault switch (POST /admin/fault)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -189,6 +182,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def predict(req, request: Request):
         t0 = time.perf_counter()
+        delay = state.faults.delay()  # lesson 08's fault switch: 0 unless switched on
+        if delay:
+            time.sleep(delay)
         model = state.model  # read once: one version answers the whole request
         rows = [r.model_dump() for r in (req.rows or [req.row])]
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
@@ -230,11 +226,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             request_id=rid, cache_hits=hits)
 
     # The model, Redis and the log run in worker threads, never on the event loop, so /health
-    # answers while /predict is saturated. At most `predict_threads` at a time. The model
-    # holds the GIL for part of its work, so each extra thread also competes with the event
-    # loop thread: on the 200-tree forest at 10 users (2 busy cores, load ~7) 4 threads gave
-    # /health p99 42 ms at 27 req/s, 40 threads (FastAPI's pool size) 110-211 ms at 33-40
-    # req/s. The default keeps the throughput; lower it when probe latency matters more.
+    # answers while /predict is saturated. At most `predict_threads` (default 2) at a time:
+    # the model holds the GIL for most of its work, so threads beyond what the CPUs can run
+    # add no throughput, but every busy thread is one more the event loop queues behind for
+    # the GIL on each step of a probe (accept, read, write). On the 200-tree forest at 10
+    # users, 1 worker, 20 s runs alternating twice at load 7-9 on 2 cores: 2 threads /health
+    # p50 4.0-4.3 ms, p99 29-39 ms at 56-71 req/s; 40 threads (FastAPI's pool) p50 11-14 ms,
+    # p99 81-94 ms at 73-75 req/s. benchmarks/serving.py prints health_p99_ms_under_load.
     async def threaded(req: PredictRequest, request: Request):  # type: ignore[valid-type]
         import anyio
 
@@ -258,10 +256,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process and its event loop answer. Nothing else is checked."""
         return {"status": "alive"}
 
-    @app.get("/ready", responses={503: {"description": "model not loaded or database down"}})
+    @app.get("/ready", responses={503: {"description": "the prediction database is down"}})
     def ready():
-        """Readiness: 503 until the model is loaded and while the prediction log's database
-        does not answer; 200 with ``"cache": "degraded"`` when only Redis is down."""
+        """Readiness: 503 while the prediction log's database does not answer; 200 with
+        ``"cache": "degraded"`` when only Redis is down. Before the model is loaded nothing
+        listens (gunicorn --preload loads it before opening the socket): connection refused,
+        which probes count as not ready too."""
         model = state.model
         if model is None:
             return JSONResponse({"status": "loading"}, status_code=503)
@@ -290,6 +290,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prometheus():
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
+
+    @app.get("/admin/fault", include_in_schema=False)
+    async def get_fault():
+        return dataclasses.asdict(state.faults.current())
+
+    @app.post("/admin/fault", include_in_schema=False)
+    async def set_fault(request: Request):
+        """Lesson 08's teaching switch: {"error_rate": 0.3} or {"latency_s": 0.5,
+        "latency_share": 0.2}; {} clears it (see serving/faults.py)."""
+        from .faults import Fault
+
+        try:
+            fault = Fault.parse(await request.json())
+        except ValueError as err:
+            return error(422, str(err))
+        return dataclasses.asdict(state.faults.set(fault))
 
     app.add_middleware(Guard, state=state)
     return app

@@ -102,6 +102,7 @@ class Guard:
     def __init__(self, app, state) -> None:
         self.app, self.state = app, state
         self.per_connection: dict[tuple, int] = {}
+        self.faults = getattr(state, "faults", None)  # lesson 08's fault switch
 
     def _should_close(self, scope) -> bool:
         """Count requests on this connection; True on the last one allowed."""
@@ -178,6 +179,8 @@ class Guard:
         body = b"".join(chunks)
         if not body.strip():
             return await _send_error(send, 422, f"the request body is empty: {EXAMPLE}")
+        if self.faults is not None and self.faults.fail():
+            return await _send_error(send, 500, "injected fault (POST /admin/fault {} clears it)")
         replayed = False
 
         async def replay():

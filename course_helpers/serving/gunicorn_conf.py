@@ -24,7 +24,9 @@ def post_fork(server, worker):
     from course_helpers.serving.lifecycle import die_with_parent
 
     die_with_parent(os.getppid())  # the master, which just forked us
-    bind = os.environ.get("MLOPS_REUSEPORT_BIND")
+    from course_helpers.config import settings
+
+    bind = settings().reuseport_bind
     if bind:
         give_worker_own_socket(worker, bind, backlog=server.cfg.backlog)
 

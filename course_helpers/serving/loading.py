@@ -277,11 +277,17 @@ class AliasFollower:
                       file=sys.stderr, flush=True)
 
 
+#: ``_fail_fast_mlflow`` and ``tracking.using`` set process-wide state (environment, MLflow's
+#: tracking URI) and restore it on exit: two threads checking models at once (servers started
+#: side by side) would restore each other's state mid-check.
+_CHECK_LOCK = threading.Lock()
+
+
 def check_model(uri: str) -> None:
     """Raise one sentence when ``uri`` does not resolve to a model with a signature
-    (reads the model's metadata only, without loading it)."""
+    (reads the model's metadata only, without loading it). Safe to call from threads."""
     from ..tracking import current_uri, using
 
     _check_local(uri)
-    with _fail_fast_mlflow(), using(current_uri()):
+    with _CHECK_LOCK, _fail_fast_mlflow(), using(current_uri()):
         model_info(uri)

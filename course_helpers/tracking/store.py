@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import config
 from ..errors import CourseError
+from ..readiness import probe
 
 #: Nothing leaves loopback (MLflow ignores ``DO_NOT_TRACK=1``; it wants ``true``).
 TELEMETRY_ENV = {
@@ -81,17 +80,11 @@ def check(uri: str | None = None, timeout: float = 3.0) -> str:
     uri = uri or current_uri()
     if not is_remote(uri):
         return uri
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-            if resp.status == 200:
-                return uri
-            problem = f"HTTP {resp.status}"
-    except urllib.error.HTTPError as err:
-        problem = f"HTTP {err.code}"
-    except (OSError, ValueError) as err:
-        problem = getattr(err, "reason", None) or err
+    answer = probe(uri.rstrip("/") + "/health", expect=200, timeout=timeout)
+    if answer:
+        return uri
     raise TrackingUnavailableError(
-        f"no MLflow tracking server answered at {uri} ({problem}): start one with "
+        f"no MLflow tracking server answered at {uri} ({answer.detail}): start one with "
         f"`mlops-course mlflow up` (or tracking.start_server()), or unset "
         f"MLFLOW_TRACKING_URI to use the workspace's local store.")
 

@@ -26,7 +26,7 @@ def test_runtime_is_python_311():
 def test_apt_packages():
     lines = {line.strip() for line in (BINDER / "apt.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")}
-    assert {"nginx", "redis-server"} <= lines
+    assert {"nginx", "redis-server", "prometheus", "prometheus-alertmanager"} <= lines
 
 
 @pytest.mark.parametrize("name", ["postBuild", "start"])
@@ -148,7 +148,11 @@ def test_servers_are_valid_server_proxy_config(mlops_home):
     from course_helpers import proxy
 
     config = jsp.ServerProxy(servers=proxy.servers())
-    assert set(config.servers) == {"mlflow", "locust", "dask"}
+    assert set(config.servers) == {"mlflow", "locust", "dask", "prometheus"}
+    prom = config.servers["prometheus"]
+    assert prom.launcher_entry.title == "Prometheus"
+    assert prom.launcher_entry.path_info == "prometheus/"
+    assert prom.absolute_url is True
     mlflow = config.servers["mlflow"]
     assert mlflow.launcher_entry.title == "MLflow UI"
     assert mlflow.launcher_entry.path_info == "mlflow/"
@@ -164,3 +168,18 @@ def test_proxy_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_prometheus_launcher_serves_under_its_path(mlops_home):
+    from course_helpers import proxy
+    from course_helpers.monitoring.prometheus import launcher_command
+
+    assert proxy.prometheus_command(9091, "/user/x/")[1:] == [
+        "-m", "course_helpers.proxy", "prometheus", "9091", "/user/x/"]
+    if not shutil.which("prometheus"):
+        pytest.skip("needs Debian's prometheus")
+    cmd = launcher_command(9091, "/user/x/")
+    assert "--web.external-url=http://127.0.0.1:9091/user/x/prometheus/" in cmd
+    assert "--web.listen-address=127.0.0.1:9091" in cmd
+    assert any(c.startswith("--storage.tsdb.path=") and c.endswith("prometheus-ui-data")
+               for c in cmd)

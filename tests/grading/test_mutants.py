@@ -26,7 +26,8 @@ def test_every_mutant_loses_points(workspace, capsys):
 
     assert grading.grade_mutants() == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    for a in ("a00_warmup", "a01_simple_system", "a02_scaling", "a04_deployment_spec"):
+    for a in ("a00_warmup", "a01_simple_system", "a02_scaling", "a04_deployment_spec",
+              "a09_rollout"):
         mutants = load_mutants(ASSIGNMENTS / "source" / a)
         assert len(mutants) >= 5, a
         for m in mutants:

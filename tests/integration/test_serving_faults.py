@@ -162,6 +162,38 @@ def test_ready_is_503_while_the_log_database_is_down(workspace, logreg_uri):
     assert eventually(lambda: get(server.url + "/ready")[0] == 200, within=15)
 
 
+def test_while_the_model_loads_ready_is_refused_not_503(workspace, logreg_uri):
+    """gunicorn --preload loads the model before it opens its socket (the workers then share
+    the model's memory): until the model is loaded a probe's connection is refused, which
+    a kubelet, Docker's health check and nginx all count as 'not ready', like a 503. What
+    lessons 01 and 04 say."""
+    from course_helpers.readiness import probe
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/ready"
+    answers: list[str] = []
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            answer = probe(url, expect=200, timeout=1)
+            if not answers or answers[-1] != answer.detail:
+                answers.append(answer.detail)
+            if answer:
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        serve(logreg_uri, port=port, workers=2, cache="none", db=None)
+        watcher.join(timeout=10)
+    finally:
+        done.set()
+    assert answers[0] == "connection refused" and answers[-1] == "HTTP 200", answers
+    assert set(answers) == {"connection refused", "HTTP 200"}, answers  # never a 503 first
+
+
 def eventually(check, within: float) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:

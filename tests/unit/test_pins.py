@@ -2,7 +2,6 @@
 
 import importlib.metadata
 import importlib.util
-import re
 import tomllib
 
 import pytest
@@ -21,9 +20,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 def direct(group: list[str]) -> dict[str, str]:
     out = {}
     for req in group:
-        m = re.fullmatch(r"([A-Za-z0-9._-]+)(?:\[[a-z0-9,_-]+\])?==([^\s;]+)", req.strip())
-        assert m, f"{req!r} in pyproject.toml must be pinned exactly (name==version)"
-        out[lock.normalise(m.group(1))] = m.group(2)
+        pin = lock.exact_pin(req)
+        assert pin, f"{req!r} in pyproject.toml must be pinned exactly (name==version)"
+        out[pin[0]] = pin[1]
     return out
 
 

@@ -1,0 +1,102 @@
+"""Lesson 09's figures: a bad canary rolled back, a good one promoted, the mirror's cost,
+and what peeking does to an A/A test.
+
+    python benchmarks/rollout.py [--profile classroom] [--metrics prometheus|scrape]
+                                 [--interval 5] [--steps 5,25,50,100]
+
+Registers a champion, a challenger with a seeded fault (errors on ~20 % of inputs), a slow one
+(40 ms a prediction: a latency regression with a healthy error rate) and a healthy challenger in the workspace's MLflow store (``$MLOPS_HOME``), runs the canary
+controller on each under paced Locust load (the profile's users, 10 req/s each), then a shadow
+run with and without nginx ``mirror``, then the peeking simulation. Prints, last:
+
+* ``rollback_s``: from the bad canary's first request to its weight back at 0;
+* ``promotion_failed_requests``: client-visible failures during the good canary's full
+  promotion (four nginx reloads under load);
+* ``mirror_p95_ratio``: client p95 with the mirror / without (closed-loop Locust: queueing
+  delay is hidden, see the README);
+* ``peeking_fpr_naive`` and ``peeking_fpr_sequential``: A/A false-positive rates over 50 looks.
+
+Timings are wall clock on whatever else the machine runs: the load average is printed beside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    from course_helpers import monitoring, tracking
+    from course_helpers.rollout import ab, canary, faults, shadow, stats
+    from course_helpers.rollout.decision import Thresholds
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default="classroom", choices=["smoke", "classroom", "full"])
+    p.add_argument("--metrics", default="prometheus", choices=["prometheus", "scrape"])
+    p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--steps", default="5,25,50,100")
+    p.add_argument("--min-requests", type=int, default=20)
+    args = p.parse_args()
+
+    print(f"loadavg={os.getloadavg()[0]:.2f} cpus={len(os.sched_getaffinity(0))} "
+          f"profile={args.profile} metrics={args.metrics}", flush=True)
+    started_prom = False
+    if args.metrics == "prometheus" and monitoring.running() is None:
+        monitoring.start(args.profile, rules=False)
+        started_prom = True
+    name = "rollout-bench"
+    try:
+        faults.ensure_champion(name, profile=args.profile)
+        faults.make_challenger("errors", name=name, seed=1, profile=args.profile, alias="bad")
+        faults.make_challenger("none", name=name, seed=2, profile=args.profile, alias="good")
+        faults.make_challenger("slow", name=name, seed=3, profile=args.profile, alias="slow",
+                               delay_ms=40)
+        checks = Thresholds(min_requests=args.min_requests)
+        kw = dict(steps=args.steps, interval_s=args.interval, thresholds=checks,
+                  metrics=args.metrics, profile=args.profile, verbose=False)
+        bad = canary.run_canary(f"models:/{name}@champion", f"models:/{name}@bad", **kw)
+        print(f"bad_outcome={bad['outcome']} bad_max_weight={max(s['weight'] for s in bad['steps'])} "
+              f"bad_failed_requests={bad['failed_requests']} bad_requests={bad['load']['requests']} "
+              f"bad_seconds={bad['seconds']} loadavg={os.getloadavg()[0]:.2f}", flush=True)
+        slow = canary.run_canary(f"models:/{name}@champion", f"models:/{name}@slow", **kw)
+        last = slow["steps"][-1]
+        failed = [c["name"] for c in last["checks"] if not c["passed"]]
+        p95 = {c["name"]: c["value"] for c in last["checks"]}
+        print(f"slow_outcome={slow['outcome']} slow_max_weight={max(s['weight'] for s in slow['steps'])} "
+              f"slow_failed_checks={','.join(failed) or 'none'} slow_p95_ms={p95.get('p95_ms')} "
+              f"slow_p95_ratio={p95.get('p95_ratio_vs_stable')} slow_rollback_s={slow.get('rollback_s')} "
+              f"slow_failed_requests={slow['failed_requests']} loadavg={os.getloadavg()[0]:.2f}",
+              flush=True)
+        good = canary.run_canary(f"models:/{name}@champion", f"models:/{name}@good", **kw)
+        print(f"good_outcome={good['outcome']} promotion_s={good.get('promotion_s')} "
+              f"good_requests={good['load']['requests']} good_seconds={good['seconds']} "
+              f"loadavg={os.getloadavg()[0]:.2f}", flush=True)
+        sh = shadow.run_shadow(f"models:/{name}@previous", f"models:/{name}@champion",
+                               profile=args.profile)
+        cmp = sh["comparison"]
+        print(f"p95_without_mirror_ms={sh['p95_without_mirror_ms']} "
+              f"p95_with_mirror_ms={sh['p95_with_mirror_ms']} shadow_agreement={cmp['agreement']:.4f} "
+              f"shadow_matched={cmp['matched']} loadavg={os.getloadavg()[0]:.2f}", flush=True)
+        if good["outcome"] == "promoted":
+            tracking.rollback(name)  # the next run starts from the same champion
+    finally:
+        if started_prom:
+            monitoring.stop()
+    peek = stats.peeking_simulation(n_sims=ab.SIMS[args.profile], looks=50,
+                                    batch=stats.sample_size(0.10, 0.01) // 50, tau=0.01)
+    print(f"peeking_n_sims={peek['n_sims']} peeking_fpr_fixed={peek['fpr_fixed']:.4f} "
+          f"peeking_se={peek['se']:.4f}")
+    print(f"loadavg={os.getloadavg()[0]:.2f}")
+    print(f"rollback_s={bad.get('rollback_s')}")
+    print(f"promotion_failed_requests={good['failed_requests'] if good['outcome'] == 'promoted' else 'not_promoted'}")
+    print(f"mirror_p95_ratio={sh['mirror_p95_ratio']}")
+    print(f"peeking_fpr_naive={peek['fpr_naive']:.4f}")
+    print(f"peeking_fpr_sequential={peek['fpr_sequential']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

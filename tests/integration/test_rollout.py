@@ -1,0 +1,230 @@
+"""Lesson 09 for real: nginx split/mirror/reload, and canaries under Locust load that roll
+back (a seeded-fault challenger registered in MLflow) or promote (a healthy one)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.helpers import module_workspace, need
+
+pytestmark = pytest.mark.integration
+NAME = "rollout-it"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    need(shutil.which("nginx") is not None or os.path.exists("/usr/sbin/nginx"),
+         "nginx (Debian package nginx)")
+    yield from module_workspace(tmp_path_factory, "rollout")
+
+
+@pytest.fixture(scope="module")
+def backends(ws):
+    """Two tiny HTTP servers (python -m http.server) as upstreams for nginx-only tests."""
+    from course_helpers.supervisor import Supervisor, free_port
+
+    sup, addrs = Supervisor(), []
+    for n in ("a", "b"):
+        port = free_port()
+        sup.start(f"web-{n}", [sys.executable, "-m", "http.server", str(port), "--bind",
+                               "127.0.0.1", "--directory", str(ws)], port=port)
+        addrs.append(f"127.0.0.1:{port}")
+    yield addrs
+    for n in ("a", "b"):
+        sup.stop(f"web-{n}")
+
+
+def _get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers)
+    except OSError:
+        return -1, {}
+
+
+def test_split_is_sticky_and_within_tolerance(backends):
+    from course_helpers.deploy.nginx import LoadBalancer, Server, Split, Upstream
+
+    ups = [Upstream("va", [Server(backends[0])]), Upstream("vb", [Server(backends[1])])]
+    lb = LoadBalancer("split-lb").start(ups, split=Split.of({"va": 20, "vb": 80}))
+    try:
+        for uid in ("alice", "bob", "carol"):
+            seen = {_get(lb.url + "/", {"X-User-ID": uid})[1]["X-Variant"] for _ in range(5)}
+            assert len(seen) == 1, f"{uid} saw {seen}"
+            # the cookie gives the same user the same variant as the header
+            cookie = _get(lb.url + "/", {"Cookie": f"user_id={uid}"})[1]["X-Variant"]
+            assert cookie in seen
+        n = 2000
+        counts = collections.Counter(_get(lb.url + "/", {"X-User-ID": f"user-{i}"})[1]["X-Variant"]
+                                     for i in range(n))
+        # 20 % of 2000 has a binomial sd of ~18 users: 4 points is more than 4 sd
+        assert abs(counts["va"] / n - 0.20) < 0.04, counts
+    finally:
+        lb.stop()
+
+
+def test_weight_reloads_under_load_fail_no_request(backends):
+    from course_helpers.deploy.nginx import LoadBalancer, Server, Upstream
+
+    def ups(w):
+        return [Upstream("app", [Server(backends[0], weight=100 - w),
+                                 Server(backends[1], weight=w)])]
+
+    lb = LoadBalancer("reload-lb").start(ups(0))
+    codes, stop = [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            codes.append(_get(lb.url + "/")[0])
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for w in (5, 25, 50, 100, 0, 50):
+            lb.update(ups(w))
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=20)
+        lb.stop()
+    assert len(codes) > 50
+    assert collections.Counter(codes) == {200: len(codes)}
+
+
+def test_mirror_gives_the_shadow_the_same_request_id(ws, backends):
+    from course_helpers.deploy.nginx import LoadBalancer, Server, Upstream
+
+    ups = [Upstream("primary", [Server(backends[0])]), Upstream("shadow", [Server(backends[1])])]
+    lb = LoadBalancer("mirror-lb").start(ups, mirror="shadow")
+    try:
+        for _ in range(5):
+            code, headers = _get(lb.url + "/?probe=1")
+            assert code == 200 and headers["X-Upstream"] == backends[0]
+        time.sleep(0.5)
+        shadow_log = (ws / "logs" / "web-b.log").read_text()
+        assert shadow_log.count("GET /?probe=1") == 5
+    finally:
+        lb.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(ws):
+    """Lesson 08's Prometheus (1 s scrapes in smoke): the canary reads its metrics there."""
+    from course_helpers import monitoring
+    from course_helpers.config import find_binary
+
+    need(find_binary("prometheus") is not None, "prometheus (Debian package prometheus)")
+    prom = monitoring.start("smoke", rules=False)
+    yield prom
+    monitoring.stop()
+
+
+@pytest.fixture(scope="module")
+def models(ws):
+    from course_helpers.rollout import faults
+
+    champion = faults.ensure_champion(NAME, profile="smoke")
+    bad = faults.make_challenger("errors", name=NAME, seed=1, profile="smoke", alias="bad")
+    good = faults.make_challenger("none", name=NAME, seed=2, profile="smoke", alias="good")
+    return {"champion": champion, "bad": bad, "good": good}
+
+
+def _left_running() -> list[str]:
+    """What the rollout left behind: its servers, nginx or Locust (not this module's web-*)."""
+    import psutil
+
+    from course_helpers.supervisor import ENV_TAG, Supervisor
+
+    names = [r["name"] for r in Supervisor().status() if r["alive"] and r["name"].startswith("rollout")]
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if "::locust-rollout" in p.environ().get(ENV_TAG, ""):
+                names.append(f"locust {p.pid}")
+        except (psutil.Error, OSError):
+            pass
+    return names
+
+
+def _canary(alias: str, **kw) -> dict:
+    from course_helpers.rollout.canary import run_canary
+    from course_helpers.rollout.decision import Thresholds
+
+    return run_canary(f"models:/{NAME}@champion", f"models:/{NAME}@{alias}",
+                      steps=[5, 25, 50, 100], interval_s=3, metrics=kw.pop("metrics", "scrape"),
+                      thresholds=Thresholds(min_requests=10), users=4, rate_per_user=15,
+                      profile="smoke", **kw)
+
+
+def test_bad_canary_is_rolled_back_before_50_percent(ws, models):
+    from course_helpers import tracking
+    rep = _canary("bad")
+    assert rep["outcome"] == "rolled_back"
+    assert max(s["weight"] for s in rep["steps"]) < 50
+    last = rep["steps"][-1]
+    assert last["verdict"] == "rollback"
+    assert any(c["name"] == "error_ratio" and not c["passed"] for c in last["checks"])
+    assert rep["rollback_s"] > 0 and rep["failed_requests"] > 0  # the users who saw the 500s
+    assert tracking.resolve(NAME, "champion") == models["champion"]  # nothing promoted
+    saved = json.loads((ws / "rollout" / "canary" / "rollout.json").read_text())
+    assert saved["outcome"] == "rolled_back" and "failed_requests" in saved
+    assert (ws / "rollout" / "canary" / "rollout.png").exists()
+    assert not _left_running()
+
+
+def test_good_canary_is_promoted_and_previous_kept(ws, models, prometheus):
+    from course_helpers import monitoring, tracking
+
+    rep = _canary("good", metrics="prometheus")
+    assert rep["outcome"] == "promoted", rep["steps"]
+    assert [s["weight"] for s in rep["steps"] if s["verdict"] in ("continue", "promote")
+            and all(c["passed"] for c in s["checks"])] == [5, 25, 50, 100]
+    assert tracking.resolve(NAME, "champion") == models["good"]
+    assert tracking.resolve(NAME, "previous") == models["champion"]
+    assert rep["failed_requests"] == 0  # four weight reloads under load, no failed request
+    assert "rollout-canary" not in monitoring.jobs()  # its scrape targets are gone
+    tracking.rollback(NAME)  # leave the registry as the other tests expect
+
+
+def test_ctrl_c_returns_traffic_and_stops_everything(ws, models):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "course_helpers.cli", "rollout", "canary",
+                             "--stable", f"models:/{NAME}@champion",
+                             "--canary", f"models:/{NAME}@good", "--interval", "30",
+                             "--metrics", "scrape", "--profile", "smoke"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 150
+        for line in proc.stdout:
+            lines.append(line)
+            if "weight 5%" in line or time.monotonic() > deadline:
+                break
+        assert any("weight 5%" in l for l in lines), "".join(lines)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert not _left_running()
+    saved = json.loads((ws / "rollout" / "canary" / "rollout.json").read_text())
+    assert saved["outcome"] == "interrupted"

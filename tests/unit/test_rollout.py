@@ -1,0 +1,185 @@
+"""Lesson 09's own logic: A/B statistics, the canary step decision, steps, nginx routing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from course_helpers.errors import CourseError
+from course_helpers.rollout import decision as d
+from course_helpers.rollout import stats
+
+pytestmark = pytest.mark.unit
+
+
+def test_sample_size_reproduces_14745_per_arm():
+    assert stats.sample_size(0.10, 0.01, alpha=0.05, power=0.8) == 14_745
+
+
+def test_sample_size_bad_input_is_one_sentence():
+    with pytest.raises(CourseError, match="strictly between 0 and 1"):
+        stats.sample_size(1.2, 0.01)
+    with pytest.raises(CourseError, match="must not be 0"):
+        stats.sample_size(0.1, 0.0)
+
+
+def test_srm_catches_a_broken_split_and_passes_a_fair_one():
+    assert stats.srm_check(10_000, 10_050)["ok"]
+    bad = stats.srm_check(10_000, 9_500)
+    assert not bad["ok"] and bad["p_value"] < stats.SRM_ALPHA
+
+
+def test_decide_ab_checks_srm_first():
+    # B looks far better, but the split is broken: do not read the lift
+    out = stats.decide_ab(1000, 10_000, 1300, 9_000)
+    assert out["decision"] == "invalid_srm" and out["test"] is None
+    assert stats.decide_ab(1000, 10_000, 1200, 10_000)["decision"] == "ship_b"
+    assert stats.decide_ab(1200, 10_000, 1000, 10_000)["decision"] == "keep_a"
+    assert stats.decide_ab(1000, 10_000, 1010, 10_000)["decision"] == "no_difference"
+
+
+def test_ztest_ci_contains_lift_and_matches_direction():
+    t = stats.ztest(1000, 10_000, 1100, 10_000)
+    assert t["ci_low"] < t["lift"] < t["ci_high"]
+    assert t["ci_low"] > 0 and t["p_value"] < 0.05
+    assert math.isclose(t["relative_lift"], 0.1)
+
+
+def test_assignment_is_sticky_and_balanced():
+    import numpy as np
+
+    ids = np.arange(20_000)
+    a1, a2 = stats.assign(ids), stats.assign(ids)
+    assert (a1 == a2).all()
+    assert abs(a1.mean() - 0.5) < 0.02
+
+
+def test_simulated_broken_split_fails_srm():
+    pop = stats.simulate_population(20_000, drop_b=0.05, seed=3)
+    assert stats.decide_ab(*pop.counts())["decision"] == "invalid_srm"
+
+
+def test_peeking_inflates_false_positives_and_msprt_does_not():
+    r = stats.peeking_simulation(n_sims=2_000, looks=50, batch=300)
+    assert r["fpr_naive"] > 0.2
+    assert abs(r["fpr_fixed"] - 0.05) < 0.02
+    assert r["fpr_sequential"] <= 0.05
+
+
+def _m(requests, errors=0, p95=20.0):
+    return d.TrackMetrics(requests=requests, errors=errors, p95_ms=p95)
+
+
+def test_decision_waits_with_too_few_requests_even_at_100():
+    out = d.decide_step(_m(10), _m(1000), final=True)
+    assert out.verdict == "wait" and out.failed_checks == 0
+
+
+def test_decision_continue_then_promote():
+    assert d.decide_step(_m(200), _m(800), final=False).verdict == "continue"
+    assert d.decide_step(_m(200), None, final=True).verdict == "promote"
+
+
+def test_latency_regression_with_healthy_errors_rolls_back():
+    out = d.decide_step(_m(200, 0, p95=100.0), _m(800, 0, p95=20.0), final=False)
+    assert out.verdict == "rollback"
+    failed = {c["name"] for c in out.checks if not c["passed"]}
+    assert failed == {"p95_ratio_vs_stable"}
+    # twice as slow but only 6 ms: coarse buckets and few requests, not a regression
+    assert d.decide_step(_m(200, 0, p95=12.0), _m(800, 0, p95=6.0), final=False).verdict == "continue"
+
+
+def test_errors_roll_back_after_max_failed_checks():
+    first = d.decide_step(_m(200, 20), _m(800), final=False, max_failed_checks=2)
+    assert first.verdict == "continue" and first.failed_checks == 1
+    second = d.decide_step(_m(200, 20), _m(800), final=False, failed_checks=1,
+                           max_failed_checks=2)
+    assert second.verdict == "rollback"
+    check = next(c for c in second.checks if c["name"] == "error_ratio")
+    assert check["value"] == 0.1 and check["threshold"] == 0.01
+
+
+@pytest.mark.parametrize("text,msg", [("5,50,25,100", "increasing"), ("5,25,50", "end at 100"),
+                                      ("0,100", "between 1 and 100"), ("a,b", "integer")])
+def test_bad_steps_are_one_sentence(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        d.parse_steps(text)
+    assert d.parse_steps("5,25,50,100") == [5, 25, 50, 100]
+
+
+def test_nginx_config_split_and_mirror(tmp_path):
+    from course_helpers.deploy.nginx import Server, Split, Upstream, render_config
+
+    ups = [Upstream("stable", [Server("127.0.0.1:1", weight=95), Server("127.0.0.1:2", weight=5)]),
+           Upstream("shadow", [Server("127.0.0.1:3")])]
+    conf = render_config(tmp_path, 8080, ups, split=Split.of({"stable": 80, "shadow": 20}),
+                         mirror="shadow")
+    assert "split_clients" in conf and "80% stable;" in conf and "* shadow;" in conf
+    assert "mirror /_mirror;" in conf and "proxy_pass http://shadow$request_uri;" in conf
+    assert "weight=95" in conf and "weight=5" in conf
+    plain = render_config(tmp_path, 8080, ups[:1])
+    assert "split_clients" not in plain and "mirror" not in plain
+    with pytest.raises(CourseError, match="sum to 100"):
+        render_config(tmp_path, 8080, ups, split=Split.of({"stable": 80, "shadow": 30}))
+    with pytest.raises(CourseError, match="mirror upstream"):
+        render_config(tmp_path, 8080, ups, mirror="nope")
+
+
+def test_canary_without_prometheus_says_to_start_it(tmp_path, monkeypatch):
+    from course_helpers.rollout.canary import prometheus_source
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    with pytest.raises(CourseError, match="mlops-course monitor up"):
+        prometheus_source()
+
+
+def test_histogram_quantile_matches_prometheus_interpolation():
+    from course_helpers.rollout.metrics import histogram_quantile
+
+    buckets = [(0.01, 50.0), (0.02, 90.0), (0.05, 100.0), (float("inf"), 100.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.01)
+    assert histogram_quantile(0.95, buckets) == pytest.approx(0.02 + 0.03 * 0.5)
+    assert math.isnan(histogram_quantile(0.95, [(float("inf"), 0.0)]))
+
+
+def test_rollout_ab_cli_writes_ab_json(tmp_path, monkeypatch, capsys):
+    import json
+
+    from course_helpers.cli import main
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    assert main(["rollout", "ab", "--profile", "smoke", "--out", str(tmp_path / "ab")]) == 0
+    rep = json.loads((tmp_path / "ab" / "ab.json").read_text())
+    assert rep["sample_size_per_arm"] == 14_745
+    assert rep["broken_split"]["decision"] == "invalid_srm"
+    assert rep["experiment"]["srm"]["ok"]
+    assert rep["peeking"]["fpr_naive"] > 0.2 and rep["peeking"]["fpr_sequential"] <= 0.05
+    assert "users per arm" in capsys.readouterr().out
+
+
+def test_canary_cli_bad_steps_is_one_sentence_before_anything(tmp_path, monkeypatch, capsys):
+    from course_helpers.cli import main
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    code = main(["rollout", "canary", "--stable", "models:/m@champion", "--canary",
+                 "models:/m@challenger", "--steps", "5,25,50"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "end at 100" in err
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.json"))
+
+
+def test_faulty_model_fails_the_same_inputs_every_time():
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+
+    from course_helpers.rollout.faults import FaultyModel, SeededFault
+
+    X = np.random.default_rng(0).normal(size=(400, 3))
+    base = DummyClassifier().fit(X, X[:, 0] > 0)
+    m = FaultyModel(base, "errors", error_rate=0.2).fit(X)
+    bad = m._failing(X)
+    assert 0.12 < bad.mean() < 0.28 and (m._failing(X) == bad).all()
+    with pytest.raises(SeededFault):
+        m.predict_proba(X[bad][:1])
+    assert m.predict_proba(X[~bad][:5]).shape == (5, 2)
