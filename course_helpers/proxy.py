@@ -232,7 +232,7 @@ def setup_prometheus() -> dict:
         "timeout": PROMETHEUS_TIMEOUT_S,
         "absolute_url": True,
         "new_browser_tab": True,
-        "launcher_entry": _launcher("Prometheus"),
+        "launcher_entry": _launcher("Prometheus", "prometheus"),
     }
 
 

@@ -7,7 +7,7 @@ import pytest
 from course_helpers import proxy
 
 @pytest.mark.unit
-@pytest.mark.parametrize("name", ["mlflow", "locust", "dask"])
+@pytest.mark.parametrize("name", ["mlflow", "locust", "dask", "prometheus"])
 def test_every_launcher_has_an_icon_jupyterlab_draws(name):
     entry = proxy.servers()[name]["launcher_entry"]
     icon = entry["icon_path"]
