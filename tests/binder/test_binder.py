@@ -186,7 +186,9 @@ def test_repo2docker_reads_binder_dir():
     assert "Python version unspecified" not in text
     assert "Building conda environment for python=3.11" in text
     assert "environment.py-3.11-linux-64.lock" in decoded
-    assert "apt-get install --yes --no-install-recommends nginx redis-server" in out.stdout
+    # repo2docker sorts binder/apt.txt
+    assert ("apt-get install --yes --no-install-recommends nginx prometheus "
+            "prometheus-alertmanager redis-server") in out.stdout
     install = out.stdout.index('pip install --no-cache-dir -r "binder/requirements.txt"')
     copy_repo = out.stdout.index("COPY --chown=1000:1000 src/ ${REPO_DIR}/")
     post_build = out.stdout.index("RUN ./binder/postBuild")
