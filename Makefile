@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PROFILE ?= classroom
 BACKEND ?= auto
-DEBIAN_PACKAGES := nginx redis-server debootstrap postgresql prometheus prometheus-alertmanager
+DEBIAN_PACKAGES := nginx redis-server debootstrap postgresql prometheus prometheus-alertmanager chromium
 OFFLINE_BASE := mlops-course/base:bookworm
 PUBLIC_BASE := python:3.11-slim
 # Course images build FROM BASE_IMAGE: the public python:3.11-slim where a registry answers,
@@ -45,11 +45,12 @@ setup: $(VENV)/.installed
 # Debian packages the servers need; installed when we are root, otherwise we say what to run.
 system-deps:
 	@echo "== setup 2/4: Debian packages (nginx, redis-server, debootstrap, postgresql, prometheus,"
-	@echo "   prometheus-alertmanager): installed when missing and root (about a minute), otherwise"
+	@echo "   prometheus-alertmanager, chromium): installed when missing and root (a minute or two), otherwise"
 	@echo "   the apt-get line to run"
-	@missing=""; for b in nginx redis-server debootstrap prometheus promtool prometheus-alertmanager; do \
+	@missing=""; for b in nginx redis-server debootstrap prometheus promtool prometheus-alertmanager chromium; do \
 	  command -v $$b >/dev/null || test -x /usr/sbin/$$b || missing="$$missing $$b"; done; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \

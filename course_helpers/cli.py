@@ -72,6 +72,30 @@ def _grade(args: argparse.Namespace) -> int:
     raise AssertionError(args.grade_cmd)
 
 
+def _course(args: argparse.Namespace) -> int:
+    from .grading import student
+
+    if args.course_cmd == "release":
+        names = student.release_here()
+        print(f"released {len(names)} assignments into assignments/release/: {', '.join(names)}")
+        return 0
+    if args.course_cmd == "student-copy":
+        copy = student.student_copy(args.dir, binder_repo=args.binder_repo, force=args.force)
+        print(f"wrote the students' repository to {copy.dest}: {copy.files} files, "
+              f"{len(copy.assignments)} released assignments; no solution or hidden-test text "
+              f"found ({copy.secrets_checked} lines searched for)")
+        if copy.overlaps:
+            pairs = sorted({(f.origin.split("/")[0], f.path) for f in copy.overlaps})
+            print(f"note: {len(copy.overlaps)} lines of answers also appear in the course's own "
+                  "code, which the lessons teach with (students can read it):")
+            for assignment, path in pairs:
+                print(f"  {assignment}: {path}")
+        print(f"next: cd {copy.dest} && git init && git add -A && git commit -m 'Course release', "
+              f"push it as {args.binder_repo}; the Binder badge already points there")
+        return 0
+    raise AssertionError(args.course_cmd)
+
+
 def _image(args: argparse.Namespace) -> int:
     from . import images
 
@@ -182,6 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("assignment")
     g.add_argument("dest", nargs="?", help="folder to write to (default: ./<assignment>)")
     p.set_defaults(func=_grade)
+
+    p = sub.add_parser("course", help="the course repositories: released assignments, the "
+                       "students' copy")
+    csub = p.add_subparsers(dest="course_cmd", required=True, metavar="ACTION")
+    g = csub.add_parser("release", help="generate assignments/release/ (the student versions) "
+                        "in this checkout")
+    g = csub.add_parser("student-copy", help="write the students' repository: no solutions, "
+                        "no hidden tests")
+    g.add_argument("dir", help="an empty folder outside this checkout")
+    g.add_argument("--binder-repo", default="mlops-with-cloud/course-student",
+                   metavar="OWNER/NAME", help="the students' GitHub repository, where the "
+                   "copy's Binder badge points (default: %(default)s)")
+    g.add_argument("--force", action="store_true", help="replace a non-empty DIR's contents "
+                   "(its .git is kept)")
+    p.set_defaults(func=_course)
 
     p = sub.add_parser("image", help="container images without a registry")
     isub = p.add_subparsers(dest="image_cmd", required=True, metavar="ACTION")

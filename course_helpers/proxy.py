@@ -14,7 +14,8 @@ UI starts, not when the image is built.
 
 The Locust UI runs ``python -m course_helpers.proxy locust PORT``, which writes request rows of
 the course dataset and execs Locust's web UI with the course locustfile (POST ``/predict``);
-type the service URL (e.g. ``http://127.0.0.1:8000``) in its Host field. A Locust that a lesson
+its Host field is filled with the URL of the model server running in the workspace
+(``$MLOPS_LOCUST_HOST`` wins; with nothing running, type the service URL). A Locust that a lesson
 starts itself on port 8089 stays reachable at ``<server>/proxy/8089/``.
 
 On a laptop, the same two lines in ``~/.jupyter/jupyter_server_config.py`` give the same
@@ -125,10 +126,26 @@ def locust_argv(port: int | str, locustfile: Path) -> list[str]:
         find_binary("locust") or "locust", "-f", str(locustfile),
         "--web-host", "127.0.0.1", "--web-port", str(port),
     ]
-    host = settings().locust_host
+    host = settings().locust_host or running_server_url()
     if host:
         cmd += ["--host", host]
     return cmd
+
+
+def running_server_url() -> str | None:
+    """``http://127.0.0.1:PORT`` of a server the course runs in this workspace, for Locust's
+    Host field: a model server (``mlops-course serve``, a lesson's) first, else the latest
+    other server with a port; None when nothing runs (then the student types it)."""
+    try:
+        from .supervisor import Supervisor
+
+        rows = [r for r in Supervisor().status() if r["alive"] and r["port"]]
+    except Exception:  # noqa: BLE001 - the UI should still open
+        return None
+    if not rows:
+        return None
+    servers = [r for r in rows if "model-server" in r["name"]] or rows
+    return f"http://127.0.0.1:{servers[-1]['port']}"
 
 
 def locust_command(port: int) -> list[str]:
@@ -158,12 +175,19 @@ def setup_dask() -> dict:
         "timeout": DASK_TIMEOUT_S,
         "absolute_url": True,
         "new_browser_tab": True,
-        "launcher_entry": _launcher("Dask dashboard"),
+        "launcher_entry": _launcher("Dask dashboard", "dask"),
     }
 
 
-def _launcher(title: str) -> dict:
-    return {"enabled": True, "title": title, "category": "MLOps course"}
+ICONS = Path(__file__).resolve().parent / "proxy_icons"
+
+
+def _launcher(title: str, icon: str) -> dict:
+    """A launcher card with an icon. JupyterLab 4 draws a launcher item's image
+    (``kernelIconUrl``, which jupyter-server-proxy sets from ``icon_path``) only in the
+    "Notebook" and "Console" sections: in any other category the card is blank."""
+    return {"enabled": True, "title": title, "category": "Notebook",
+            "icon_path": str(ICONS / f"{icon}.svg")}
 
 
 def setup_mlflow() -> dict:
@@ -174,7 +198,7 @@ def setup_mlflow() -> dict:
         "timeout": MLFLOW_TIMEOUT_S,
         "absolute_url": False,
         "new_browser_tab": True,
-        "launcher_entry": _launcher("MLflow UI"),
+        "launcher_entry": _launcher("MLflow UI", "mlflow"),
     }
 
 
@@ -186,7 +210,7 @@ def setup_locust() -> dict:
         "timeout": LOCUST_TIMEOUT_S,
         "absolute_url": False,
         "new_browser_tab": True,
-        "launcher_entry": _launcher("Locust UI"),
+        "launcher_entry": _launcher("Locust UI", "locust"),
     }
 
 
@@ -208,7 +232,7 @@ def setup_prometheus() -> dict:
         "timeout": PROMETHEUS_TIMEOUT_S,
         "absolute_url": True,
         "new_browser_tab": True,
-        "launcher_entry": _launcher("Prometheus"),
+        "launcher_entry": _launcher("Prometheus", "prometheus"),
     }
 
 

@@ -8,7 +8,8 @@ nbgrader is imported inside the functions: importing this package stays fast.
 Modules: ``ci`` (solutions full marks, blanks zero), ``check`` (a student's self-check),
 ``batch`` (a folder of submissions, sandboxed), ``mutants`` (wrong solutions must lose
 points), ``course`` (the scratch nbgrader course), ``execute``/``guard`` (how cells run
-and are checked), ``sandbox`` (where the student's kernel runs).
+and are checked), ``sandbox`` (where the student's kernel runs), ``student`` (the released
+assignments and the students' repository, ``mlops-course course release|student-copy``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,13 @@ def _hidden_from_students(*extra: Path) -> list[Path]:
 
 def release(assignment: str, dest: str | Path) -> list[Path]:
     """Generate the student version of an assignment (solutions and hidden tests removed)
-    into ``dest``; returns the files written."""
+    into ``dest``; returns the files written. In the students' repository (no sources) it
+    copies the released version from ``assignments/release/<assignment>/``."""
+    from .student import copy_tree, released_in_students_copy
+
+    released = released_in_students_copy(assignment)
+    if released is not None:
+        return copy_tree(released, Path(dest).expanduser())
     course = course_dir()
     _pick(course / "source", [assignment])
     root = _scratch("release")

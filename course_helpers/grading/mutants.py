@@ -5,13 +5,13 @@ never released to students: ``nbgrader_config.py`` ignores it). A mutant is the
 instructor's solution with a few exact text replacements in one solution cell, written
 as a teacher expects students to err::
 
-    - name: percentile_rounds
-      why: nearest rank with round() instead of math.ceil()
-      cell: latency_percentile            # grade_id of the solution cell
-      notebook: a00_warmup                # optional when the assignment has one notebook
+    - name: mean_not_median
+      why: the mean where the task asks for the median
+      cell: middle_value                  # grade_id of the solution cell
+      notebook: aNN_example               # optional when the assignment has one notebook
       replace:
-        - ["rank = math.ceil(q * len(durations) / 100)",
-           "rank = max(1, round(q * len(durations) / 100))"]
+        - ["return statistics.median(values)",
+           "return statistics.mean(values)"]
 
 :func:`grade_mutants` autogrades every mutant like a submission: each must lose
 autograded points, otherwise its tests let a wrong answer through.

@@ -37,6 +37,8 @@ import urllib.request
 from pathlib import Path
 
 SIM_USER = "mlops-binder"
+ENV_CACHE_PREFIX = "mlops-binder-env-"
+ENV_READY = ".ready"
 TAG_ENV = "MLOPS_BINDER_SIM"
 PASS_ENV_PREFIXES = ("PIP_", "http_proxy", "https_proxy", "no_proxy",
                      "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT_", "REQUESTS_CA_BUNDLE")
@@ -199,23 +201,53 @@ class BinderSim:
 
     # -- build -------------------------------------------------------------------------
 
-    def build(self, user: SimUser) -> None:
+    def build(self, user: SimUser, *, reuse_env: bool = True) -> None:
+        """The venv (reused across simulations when ``reuse_env``: see :meth:`_env_cache`),
+        the repo copied, then ``binder/postBuild`` run as the user."""
         self.user = user
-        python, how = python_for(user, self.base)
-        self.notes["python"] = how
-        log(f"user {user.name} (uid {user.uid}), python {python} ({how})")
+        cache = self._env_cache(user) if reuse_env else None
+        if cache is None:
+            self._build_env(user, None)
+        else:
+            import fcntl
 
-        t0 = time.monotonic()
-        subprocess.run([str(python), "-m", "venv", str(self.env_dir)], check=True)
-        self._pip_install(self.root / "binder" / "requirements.txt")
-        self.timings["venv_install_s"] = time.monotonic() - t0
-        log(f"venv + pip install -r binder/requirements.txt: {self.timings['venv_install_s']:.1f} s")
-
+            with open(str(cache) + ".lock", "w") as lock:  # one builder; the others wait
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                self._build_env(user, cache)
         self._copy_repo()
         self.home.mkdir()
-        for path in (self.env_dir, self.repo, self.home):
+        for path in (self.repo, self.home):
             user.chown_tree(path)
+        self._post_build(user)
 
+    def _build_env(self, user: SimUser, cache: Path | None) -> None:
+        if cache is not None and (cache / ENV_READY).is_file():
+            self.env_dir = cache / "env"
+            os.utime(cache)  # in use: kept by the clean-up of stale caches
+            self.notes["python"] = (cache / ENV_READY).read_text().strip()
+            log(f"reusing the Binder venv {self.env_dir} (same binder/requirements.txt)")
+        else:
+            work = self.base
+            if cache is not None:
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.mkdir(parents=True)
+                os.chmod(cache, 0o755)
+                work, self.env_dir = cache, cache / "env"
+            python, how = python_for(user, work)
+            self.notes["python"] = how
+            log(f"user {user.name} (uid {user.uid}), python {python} ({how})")
+
+            t0 = time.monotonic()
+            subprocess.run([str(python), "-m", "venv", str(self.env_dir)], check=True)
+            self._pip_install(self.root / "binder" / "requirements.txt")
+            self.timings["venv_install_s"] = time.monotonic() - t0
+            log(f"venv + pip install -r binder/requirements.txt: "
+                f"{self.timings['venv_install_s']:.1f} s")
+            user.chown_tree(self.env_dir)
+            if cache is not None:
+                (cache / ENV_READY).write_text(how + "\n")
+
+    def _post_build(self, user: SimUser) -> None:
         t0 = time.monotonic()
         out = subprocess.run([str(self.repo / "binder" / "postBuild")], cwd=self.repo,
                              env=self.user_env(), capture_output=True, text=True, timeout=600,
@@ -226,6 +258,25 @@ class BinderSim:
             raise RuntimeError(f"binder/postBuild exited {out.returncode}:\n"
                                f"{self.notes['postbuild_output']}")
         log(f"postBuild as {user.name}: {self.timings['postbuild_s']:.1f} s")
+
+    def _env_cache(self, user: SimUser) -> Path | None:
+        """Where the venv of ``binder/requirements.txt`` is kept between simulations (Binder
+        itself caches that layer too): ``/tmp/mlops-binder-env-<hash>``, the hash of the
+        requirements, the Python and the user; one process builds it while the others wait.
+        Caches of other pins unused for an hour are removed.
+        ``MLOPS_BINDER_FRESH=1`` builds a new one every time."""
+        if os.environ.get("MLOPS_BINDER_FRESH"):
+            return None
+        import hashlib
+
+        key = hashlib.sha256()
+        key.update((self.root / "binder" / "requirements.txt").read_bytes())
+        key.update(f"{sys.base_prefix} {sys.version} {user.uid}".encode())
+        cache = Path("/tmp") / f"{ENV_CACHE_PREFIX}{key.hexdigest()[:16]}"
+        for old in Path("/tmp").glob(ENV_CACHE_PREFIX + "*"):
+            if old.is_dir() and old != cache and time.time() - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)  # another pin set, unused for an hour
+        return cache
 
     def _pip_install(self, requirements: Path) -> None:
         """``pip install -r`` as Binder does, from the index (through pip's cache, if it keeps any).
@@ -291,7 +342,9 @@ class BinderSim:
     def get(self, path: str, timeout: float = 30) -> tuple[int, str]:
         return http_get(self.url(path), self.token, timeout)
 
-    def start_lab(self, ready_timeout: float = 120) -> None:
+    def start_lab(self, ready_timeout: float = 120, **env: str) -> None:
+        """``binder/start jupyter lab`` as the user; ``env`` adds variables to its environment
+        (e.g. ``MLOPS_PROFILE="smoke"``, which binder/start keeps)."""
         assert self.user is not None
         self.port = free_port()
         self.lab_log = self.base / "jupyter-lab.log"
@@ -300,7 +353,7 @@ class BinderSim:
                f"--ServerApp.root_dir={self.repo}"]
         t0 = time.monotonic()
         with open(self.lab_log, "wb") as logf:
-            self.lab = subprocess.Popen(cmd, cwd=self.repo, env=self.user_env(), stdout=logf,
+            self.lab = subprocess.Popen(cmd, cwd=self.repo, env=self.user_env(**env), stdout=logf,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, **self.user.popen_kwargs())
         while True:

@@ -102,10 +102,10 @@ def test_nbgrader_student_panels_only(binder):
     assert not STUDENT_PLUGINS & disabled, disabled
     locked = config.get("lockedExtensions", [])
     assert INSTRUCTOR_PLUGINS <= set(locked), locked
-    # The assignment list works: the exchange exists and is writable by the student.
+    # The assignment list works: postBuild released the course's assignments into the exchange.
     status, body = binder.get("courses")
     assert status == 200
-    assert json.loads(body) == {"success": True, "value": []}, body
+    assert json.loads(body) == {"success": True, "value": ["mlops-with-cloud"]}, body
 
 
 def test_launchers_listed(binder):
@@ -115,6 +115,9 @@ def test_launchers_listed(binder):
     assert entries["mlflow"]["enabled"] and entries["mlflow"]["title"] == "MLflow UI"
     assert entries["locust"]["enabled"] and entries["locust"]["title"] == "Locust UI"
     assert entries["mlflow"]["path_info"] == "mlflow/"
+    for name in ("mlflow", "locust"):  # without an icon JupyterLab draws a blank card
+        status, svg = binder.get(f"server-proxy/icon/{name}")
+        assert status == 200 and "<svg" in svg, (name, status, svg[:200])
 
 
 def _asset(html: str, prefix: str) -> str:
@@ -183,7 +186,9 @@ def test_repo2docker_reads_binder_dir():
     assert "Python version unspecified" not in text
     assert "Building conda environment for python=3.11" in text
     assert "environment.py-3.11-linux-64.lock" in decoded
-    assert "apt-get install --yes --no-install-recommends nginx redis-server" in out.stdout
+    # repo2docker sorts binder/apt.txt
+    assert ("apt-get install --yes --no-install-recommends nginx prometheus "
+            "prometheus-alertmanager redis-server") in out.stdout
     install = out.stdout.index('pip install --no-cache-dir -r "binder/requirements.txt"')
     copy_repo = out.stdout.index("COPY --chown=1000:1000 src/ ${REPO_DIR}/")
     post_build = out.stdout.index("RUN ./binder/postBuild")
