@@ -137,7 +137,7 @@ def secret_lines(source_dir: Path) -> dict[str, tuple[str, str]]:
 
     out: dict[str, tuple[str, str]] = {}
 
-    def add(text: str, kind: str, where: str, public: set[str]) -> None:
+    def add(text: str, kind: str, where: str, public: str) -> None:
         for line in text.splitlines():
             s = line.strip()
             if len(s) >= MIN_LEAK_CHARS and s not in public and "###" not in s:
@@ -145,12 +145,14 @@ def secret_lines(source_dir: Path) -> dict[str, tuple[str, str]]:
 
     for nb_path in sorted(source_dir.glob("*/*.ipynb")):
         nb = nbformat.read(str(nb_path), as_version=4)
-        public = set()  # lines that also appear outside the secret blocks (stubs, prompts)
+        # What students are shown anyway (stubs, prompts, hints): a secret line found in it,
+        # even inside a sentence, is not a leak.
+        shown = []
         for cell in nb.cells:
             md = cell.get("metadata", {}).get("nbgrader", {})
             if not (md.get("solution") and cell.cell_type == "markdown"):
-                outside = _HIDDEN.sub("", _SOLUTION.sub("", cell.source))
-                public.update(s.strip() for s in outside.splitlines())
+                shown.append(_HIDDEN.sub("", _SOLUTION.sub("", cell.source)))
+        public = "\n".join(shown)
         for i, cell in enumerate(nb.cells):
             where = f"{nb_path.relative_to(source_dir)} cell {i + 1}"
             md = cell.get("metadata", {}).get("nbgrader", {})
@@ -161,7 +163,7 @@ def secret_lines(source_dir: Path) -> dict[str, tuple[str, str]]:
             for block in _HIDDEN.findall(cell.source):
                 add(block, "hidden-test", where, public)
     for mutants in sorted(source_dir.glob("*/mutants.yaml")):
-        add(mutants.read_text(), "mutant", str(mutants.relative_to(source_dir)), set())
+        add(mutants.read_text(), "mutant", str(mutants.relative_to(source_dir)), "")
     return out
 
 
