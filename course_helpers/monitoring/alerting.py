@@ -147,6 +147,32 @@ def send_test_alert(alertname: str = "ModelInputDrift", labels: dict | None = No
         resp.read()
 
 
+def warm_pipeline(timeout: float = 120.0):
+    """Start the lesson-03 pipeline's Prefect server now, in a background thread, so that a
+    retrain an alert starts later finds it running instead of starting it (5-15 s of CPU
+    the first time, while a lesson's demos mostly wait on scrape and ``for:`` intervals).
+
+    The server is kept (like ``mlops-course pipeline server start``) until ``cleanup`` or
+    :func:`course_helpers.pipeline.orchestrator.stop_server`; a retrain started while it is
+    still starting waits for it (the start holds the orchestrator's file lock). Returns the
+    thread; its ``error`` attribute holds what went wrong, if anything (the retrain then
+    starts the server itself)."""
+    import threading
+
+    from ..pipeline import orchestrator
+
+    def run() -> None:
+        try:
+            thread.url = orchestrator.start_server(timeout, keep=True)
+        except Exception as err:  # noqa: BLE001 - the retrain starts it itself then
+            thread.error = err
+
+    thread = threading.Thread(target=run, name="warm-pipeline", daemon=True)
+    thread.url, thread.error = None, None
+    thread.start()
+    return thread
+
+
 def wait_for_retrain(after: float = 0.0, timeout: float = 300.0, poll: float = 1.0) -> dict:
     """Wait until a retrain run started after ``after`` (epoch seconds) finished; returns its
     ``finished`` record (``ok``, ``version``, ``alias``, ``run_id``...)."""

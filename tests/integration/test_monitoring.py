@@ -48,6 +48,11 @@ def prom(home, server):
     from course_helpers import monitoring
 
     p = monitoring.start("smoke")  # registers the running server as job "m08"
+    # the retrain test's pipeline needs lesson 03's Prefect server: start it now, in the
+    # background, while the tests below wait on scrapes and alert states
+    from course_helpers.monitoring import alerting
+
+    alerting.warm_pipeline()
     yield p
     p.stop()
 
