@@ -124,6 +124,69 @@ def start_tracks(uris: dict[str, str], prefix: str, started: list[str]) -> dict[
     return {t: f.result() for t, f in futures.items()}
 
 
+class ServerPool:
+    """Model servers kept across rollouts, one per model version: a lesson that runs a bad
+    canary, a good one and a shadow on the same champion starts each version once
+    (each start loads a model: seconds of CPU on a one-CPU Binder).
+
+        with ServerPool() as pool:
+            run_canary(champion, bad, servers=pool)
+            run_canary(champion, good, servers=pool)   # reuses the champion's server
+            run_shadow(previous, champion, servers=pool)  # reuses both
+
+    A registry URI is keyed by the version its alias resolves to *now* (an alias that moves
+    later does not change what a kept server serves). Kept servers have no prediction cache
+    and a prediction log each, like :func:`start_tracks`'s; :meth:`close` stops them (the
+    supervisor's cleanup does too).
+    """
+
+    def __init__(self, prefix: str = "kept") -> None:
+        self.prefix = prefix
+        self.handles: dict[str, object] = {}
+
+    @staticmethod
+    def key(uri: str) -> str:
+        """``NAME/VERSION`` for a registry URI (alias resolved), else the URI itself."""
+        name, version = _resolve(uri, "requested")
+        return f"{name}/{version}" if name and version else uri
+
+    def tracks(self, uris: dict[str, str]) -> dict[str, Track]:
+        """A :class:`Track` per ``{track: uri}``, starting (side by side) only the versions
+        this pool does not serve yet."""
+        keys = {t: self.key(u) for t, u in uris.items()}
+        missing = {}
+        for t, k in keys.items():
+            if k not in self.handles and k not in missing.values():
+                missing[t] = k
+        if missing:
+            names: list[str] = []
+            prefix = f"{self.prefix}-{len(self.handles)}"
+            try:
+                fresh = start_tracks({t: uris[t] for t in missing}, prefix, names)
+            except BaseException:
+                stop_servers(names)
+                raise
+            for t, k in missing.items():
+                self.handles[k] = fresh[t].handle
+        return {t: Track(t, uris[t], self.handles[keys[t]]) for t in uris}
+
+    def close(self) -> None:
+        """Stop every kept server."""
+        import concurrent.futures
+
+        handles = list(self.handles.values())
+        self.handles.clear()
+        if handles:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(handles)) as pool:
+                list(pool.map(lambda h: h.stop(), handles))
+
+    def __enter__(self) -> "ServerPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def stop_servers(names: list[str]) -> None:
     """Stop servers side by side (each finishes its in-flight requests: seconds)."""
     import concurrent.futures
@@ -144,13 +207,16 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
                thresholds: Thresholds | None = None, metrics: str = "prometheus",
                users: int | None = None, rate_per_user: float = 10.0, load: bool = True,
                profile: str | None = None, out: str | Path | None = None,
-               promote: bool = True, verbose: bool = True) -> dict:
+               promote: bool = True, verbose: bool = True,
+               servers: ServerPool | None = None) -> dict:
     """Run a canary rollout end to end; see the module docstring. Returns the report
     written to ``<out>/rollout.json`` (default ``<workspace>/rollout/canary``).
 
     ``metrics``: ``prometheus`` (lesson 08's server, which must be running) or ``scrape``
     (the servers' ``/metrics`` directly). ``load``: drive paced Locust users through nginx
     during the rollout (``users`` defaults to the profile's, each ``rate_per_user`` req/s).
+    ``servers``: a :class:`ServerPool` to take the two model servers from (and leave them
+    running in, for the next rollout); by default they are started and stopped here.
     """
     from ..deploy.nginx import LoadBalancer
     from .load import BackgroundLoad
@@ -189,7 +255,9 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
     t0 = time.time()
     try:
         deploy_started = time.time()
-        tracks = start_tracks({"stable": stable_uri, "canary": canary_uri}, PREFIX, started)
+        uris = {"stable": stable_uri, "canary": canary_uri}
+        tracks = (servers.tracks(uris) if servers is not None
+                  else start_tracks(uris, PREFIX, started))
         stable, canary = tracks["stable"], tracks["canary"]
         say(f"stable {stable_uri} at {stable.handle.url}, canary {canary_uri} at "
             f"{canary.handle.url}")

@@ -61,10 +61,11 @@ def compare_logs(primary, shadow) -> dict:
 
 def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                out: str | Path | None = None, rate_per_user: float = 10.0,
-               duration_s: int | None = None) -> dict:
+               duration_s: int | None = None, servers=None) -> dict:
     """Serve ``stable_uri`` behind nginx, load it with Locust without and then with a mirror
     to ``shadow_uri``, compare client p95 (``mirror_p95_ratio`` = with / without) and the two
-    prediction logs. Writes ``shadow.json``; stops everything it started."""
+    prediction logs. Writes ``shadow.json``; stops everything it started. ``servers``: a
+    :class:`.canary.ServerPool` to take the two model servers from (kept running)."""
     from ..deploy.nginx import LoadBalancer, Server, Upstream
     from ..loadtest import run_locust
     from .canary import stop_servers
@@ -78,7 +79,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     try:
         from .canary import start_tracks
 
-        tracks = start_tracks({"stable": stable_uri, "shadow": shadow_uri}, PREFIX, started)
+        uris = {"stable": stable_uri, "shadow": shadow_uri}
+        tracks = (servers.tracks(uris) if servers is not None
+                  else start_tracks(uris, PREFIX, started))
         handles = {t: tr.handle for t, tr in tracks.items()}
         since = time.time()
         ups = [Upstream("primary", [Server(handles["stable"].url.removeprefix("http://"))]),
