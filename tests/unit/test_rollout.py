@@ -183,3 +183,40 @@ def test_faulty_model_fails_the_same_inputs_every_time():
     with pytest.raises(SeededFault):
         m.predict_proba(X[bad][:1])
     assert m.predict_proba(X[~bad][:5]).shape == (5, 2)
+
+
+def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
+    """The pool keys servers by resolved version: an alias that moved to a version already
+    served reuses its server; close() stops each once."""
+    from course_helpers.rollout import canary
+
+    registry = {"champion": "1", "bad": "2", "good": "3"}
+    started, stopped = [], []
+
+    class Handle:
+        def __init__(self, name):
+            self.name, self.url = name, f"http://127.0.0.1:{9000 + len(started)}"
+
+        def stop(self):
+            stopped.append(self.name)
+
+    def fake_start(uris, prefix, names):
+        names.extend(f"{prefix}-{t}" for t in uris)
+        started.extend(uris.values())
+        return {t: canary.Track(t, u, Handle(f"{prefix}-{t}")) for t, u in uris.items()}
+
+    monkeypatch.setattr(canary, "start_tracks", fake_start)
+    monkeypatch.setattr(canary, "_resolve",
+                        lambda uri, what: ("m", registry[uri.rpartition("@")[2]]))
+    with canary.ServerPool() as pool:
+        a = pool.tracks({"stable": "models:/m@champion", "canary": "models:/m@bad"})
+        b = pool.tracks({"stable": "models:/m@champion", "canary": "models:/m@good"})
+        assert a["stable"].handle is b["stable"].handle and b["canary"].track == "canary"
+        registry.update(previous="1", champion="3")  # the good canary was promoted
+        c = pool.tracks({"stable": "models:/m@previous", "shadow": "models:/m@champion"})
+        assert c["stable"].handle is a["stable"].handle
+        assert c["shadow"].handle is b["canary"].handle and c["shadow"].track == "shadow"
+        assert started == ["models:/m@champion", "models:/m@bad", "models:/m@good"]
+    assert sorted(stopped) == sorted(h.name for h in (a["stable"].handle, a["canary"].handle,
+                                                      b["canary"].handle))
+    assert pool.handles == {}
