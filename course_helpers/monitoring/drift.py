@@ -108,6 +108,33 @@ def benjamini_hochberg(pvalues, q: float = 0.05) -> np.ndarray:
     return reject
 
 
+def ks_statistic(ref_sorted: np.ndarray, ref_cdf: np.ndarray, cur: np.ndarray) -> float:
+    """Two-sample KS statistic D of ``cur`` (1-D, no NaN) against a reference given sorted
+    (``ref_sorted``, shape (n,)) with its empirical CDF at its own points (``ref_cdf``).
+    The same D as ``scipy.stats.ks_2samp`` (the largest CDF gap over both samples' points)
+    without sorting the reference again for every window."""
+    cur = np.sort(cur)
+    m = cur.size
+    gap_at_ref = ref_cdf - np.searchsorted(cur, ref_sorted, side="right") / m
+    gap_at_cur = (np.searchsorted(ref_sorted, cur, side="right") / ref_sorted.size
+                  - np.searchsorted(cur, cur, side="right") / m)
+    hi = max(gap_at_ref.max(), gap_at_cur.max())
+    lo = min(gap_at_ref.min(), gap_at_cur.min())
+    return float(max(min(max(-lo, 0.0), 1.0), hi))
+
+
+def ks_asymp_pvalues(d, n_ref: int, n_cur) -> np.ndarray:
+    """Two-sided asymptotic KS p-values for statistics ``d`` (shape (k,)) of windows of
+    ``n_cur`` rows (int or shape (k,)) against ``n_ref`` rows: Smirnov's distribution at
+    the effective size n*m/(n+m), as ``ks_2samp(..., method="asymp")`` computes it."""
+    from scipy.stats import kstwo
+
+    n_cur = np.broadcast_to(np.asarray(n_cur, dtype=float), np.shape(d))
+    big, small = np.maximum(float(n_ref), n_cur), np.minimum(float(n_ref), n_cur)
+    return np.clip(kstwo.sf(np.asarray(d, dtype=float), np.round(big * small / (big + small))),
+                   0, 1)
+
+
 def quality_checks(window, reference, max_null_rate: float = 0.01,
                    feature_range: tuple[float, float] = FEATURE_RANGE,
                    reference_scale: dict[str, float] | None = None) -> list[str]:
@@ -164,6 +191,9 @@ class DriftMonitor:
         self.ref_sorted_ = {c: np.sort(reference[c].to_numpy(dtype=float))
                             for c in self.features_}
         self.ref_scale_ = {c: float(np.nanmedian(np.abs(v))) for c, v in self.ref_sorted_.items()}
+        # the reference's empirical CDF at its own points, for the KS statistic of each window
+        self.ref_cdf_ = {c: np.searchsorted(v, v, side="right") / v.size
+                         for c, v in self.ref_sorted_.items() if not np.isnan(v).any()}
         # bins and the reference's share in each, computed once (each window reuses them)
         self.edges_ = {c: quantile_edges(v, self.bins) for c, v in self.ref_sorted_.items()}
         self.ref_share_ = {}
@@ -190,7 +220,7 @@ class DriftMonitor:
         ``reasons``."""
         from scipy.stats import ks_2samp
 
-        psis, pvals = {}, {}
+        psis, pvals, ks_d, ks_n = {}, {}, {}, {}
         for c in self.features_:
             cur = window[c].to_numpy(dtype=float)
             cur = cur[~np.isnan(cur)]
@@ -201,8 +231,15 @@ class DriftMonitor:
                 psis[c] = float(np.sum((share - ref) * np.log(share / ref)))  # = psi()
             else:
                 psis[c] = float("nan")
-            pvals[c] = float(ks_2samp(self.ref_sorted_[c], cur, method="asymp").pvalue) \
-                if cur.size else 1.0
+            if not cur.size:
+                pvals[c] = 1.0
+            elif c in self.ref_cdf_:
+                ks_d[c], ks_n[c] = ks_statistic(self.ref_sorted_[c], self.ref_cdf_[c], cur), cur.size
+            else:
+                pvals[c] = float(ks_2samp(self.ref_sorted_[c], cur, method="asymp").pvalue)
+        if ks_d:
+            pvals.update(zip(ks_d, ks_asymp_pvalues(list(ks_d.values()), len(self.reference_),
+                                                    list(ks_n.values()))))
         p = np.array([pvals[c] for c in self.features_])
         reject = benjamini_hochberg(p, self.q) if self.correction else p < self.q
         flagged = [c for c, r in zip(self.features_, reject)
