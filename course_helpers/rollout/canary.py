@@ -170,6 +170,14 @@ class ServerPool:
                 self.handles[k] = fresh[t].handle
         return {t: Track(t, uris[t], self.handles[keys[t]]) for t in uris}
 
+    def release(self, uri: str) -> bool:
+        """Stop the kept server of ``uri``'s version (e.g. a rolled-back canary: nothing
+        will route to it again); False if the pool had none."""
+        handle = self.handles.pop(self.key(uri), None)
+        if handle is not None:
+            handle.stop()
+        return handle is not None
+
     def close(self) -> None:
         """Stop every kept server."""
         import concurrent.futures

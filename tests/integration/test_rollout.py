@@ -147,6 +147,15 @@ def models(ws):
     return {"champion": champion, "bad": bad, "good": good}
 
 
+@pytest.fixture(scope="module")
+def pool(ws):
+    """The champion's server, shared by the bad and the good canary (as in the notebook)."""
+    from course_helpers.rollout.canary import ServerPool
+
+    with ServerPool() as p:
+        yield p
+
+
 def _left_running() -> list[str]:
     """What the rollout left behind: its servers, nginx or Locust (not this module's web-*)."""
     import psutil
@@ -173,9 +182,9 @@ def _canary(alias: str, **kw) -> dict:
                       profile="smoke", **kw)
 
 
-def test_bad_canary_is_rolled_back_before_50_percent(ws, models):
+def test_bad_canary_is_rolled_back_before_50_percent(ws, models, pool):
     from course_helpers import tracking
-    rep = _canary("bad")
+    rep = _canary("bad", servers=pool)
     assert rep["outcome"] == "rolled_back"
     assert max(s["weight"] for s in rep["steps"]) < 50
     last = rep["steps"][-1]
@@ -189,10 +198,10 @@ def test_bad_canary_is_rolled_back_before_50_percent(ws, models):
     assert not _left_running()
 
 
-def test_good_canary_is_promoted_and_previous_kept(ws, models, prometheus):
+def test_good_canary_is_promoted_and_previous_kept(ws, models, prometheus, pool):
     from course_helpers import monitoring, tracking
 
-    rep = _canary("good", metrics="prometheus")
+    rep = _canary("good", metrics="prometheus", servers=pool)
     assert rep["outcome"] == "promoted", rep["steps"]
     assert [s["weight"] for s in rep["steps"] if s["verdict"] in ("continue", "promote")
             and all(c["passed"] for c in s["checks"])] == [5, 25, 50, 100]

@@ -217,6 +217,8 @@ def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
         assert c["stable"].handle is a["stable"].handle
         assert c["shadow"].handle is b["canary"].handle and c["shadow"].track == "shadow"
         assert started == ["models:/m@champion", "models:/m@bad", "models:/m@good"]
+        assert pool.release("models:/m@bad") and not pool.release("models:/m@bad")
+        assert stopped == [a["canary"].handle.name]
     assert sorted(stopped) == sorted(h.name for h in (a["stable"].handle, a["canary"].handle,
                                                       b["canary"].handle))
     assert pool.handles == {}
