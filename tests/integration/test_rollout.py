@@ -160,12 +160,14 @@ def _left_running() -> list[str]:
     """What the rollout left behind: its servers, nginx or Locust (not this module's web-*)."""
     import psutil
 
+    from course_helpers import config
     from course_helpers.supervisor import ENV_TAG, Supervisor
 
     names = [r["name"] for r in Supervisor().status() if r["alive"] and r["name"].startswith("rollout")]
     for p in psutil.process_iter(["pid"]):
         try:
-            if "::locust-rollout" in p.environ().get(ENV_TAG, ""):
+            # this workspace's Locust only: other rollouts may run on the machine
+            if p.environ().get(ENV_TAG, "").startswith(f"{config.workspace()}::locust-rollout"):
                 names.append(f"locust {p.pid}")
         except (psutil.Error, OSError):
             pass

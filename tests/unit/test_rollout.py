@@ -191,7 +191,7 @@ def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
     from course_helpers.rollout import canary
 
     registry = {"champion": "1", "bad": "2", "good": "3"}
-    started, stopped = [], []
+    started, stopped, warmed = [], [], []
 
     class Handle:
         def __init__(self, name):
@@ -199,6 +199,9 @@ def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
 
         def stop(self):
             stopped.append(self.name)
+
+        def predict(self, row):
+            warmed.append(self.name)
 
     def fake_start(uris, prefix, names):
         names.extend(f"{prefix}-{t}" for t in uris)
@@ -217,6 +220,7 @@ def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
         assert c["stable"].handle is a["stable"].handle
         assert c["shadow"].handle is b["canary"].handle and c["shadow"].track == "shadow"
         assert started == ["models:/m@champion", "models:/m@bad", "models:/m@good"]
+        assert len(warmed) == 3 * 20  # each new server answered its warm-up rows once
         assert pool.release("models:/m@bad") and not pool.release("models:/m@bad")
         assert stopped == [a["canary"].handle.name]
     assert sorted(stopped) == sorted(h.name for h in (a["stable"].handle, a["canary"].handle,
