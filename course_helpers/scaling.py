@@ -207,7 +207,8 @@ def peak_rps(load: LoadResult) -> float:
 def showdown(profile: str | None = None, backend: str = "auto", model_kind: str = "forest",
              progress: bool = True, log=print, cpus: int | None = None,
              load_s: int | None = None, fault_s: int | None = None) -> dict:
-    """Deploy each topology in turn, load-test it, kill a replica under load, tear it down.
+    """Deploy each topology in turn, load-test it, kill a replica under load, tear it down
+    (local backend: while the next topology starts).
 
     ``cpus`` defaults to what this process may use (affinity and cgroup quota), at most 2.
     ``load_s`` (default: the profile's duration) and ``fault_s`` (default: half of it, at
@@ -233,40 +234,90 @@ def showdown(profile: str | None = None, backend: str = "auto", model_kind: str 
     fault_s = fault_s or max(10, prof.duration_s // 2)
     out: dict = {"profile": prof.name, "backend": be.name, "model": model_kind, "cpus": cpus,
                  "comparison": comparison, "_runs": {}}
-    for topology, spec in specs(uri, cpus=cpus).items():
-        key = TOPOLOGY_KEYS[topology]
-        log(f"{topology}: {describe(spec)}: starting")
-        dep = be.up(spec)
-        try:
-            log(f"  load round: {prof.users} users in 4 steps, {load_s} s")
-            load = load_round(dep, users=prof.users, duration_s=load_s,
-                              label=f"{topology}-load", shape="step", progress=progress)
-            sustained = peak_rps(load)
-            log(f"  load: {sustained:.0f} req/s sustained with all users on "
-                f"({load.rps:.0f} over the ramp), p95 {load.p95_ms:.0f} ms, "
-                f"{load.failures} failures")
-            # the same offered load for both topologies: set by the first load round
-            rate = out.setdefault("fault_rate_per_user",
-                                  round(max(0.5, FAULT_LOAD_SHARE * sustained / prof.users), 2))
-            log(f"  fault round: {prof.users} users at {rate:.1f} req/s each, {fault_s} s, "
-                f"replica 0 killed at {fault_s / 3:.0f} s")
-            fault = fault_round(be, dep, users=prof.users, duration_s=fault_s,
-                                kill_at_s=fault_s / 3, label=f"{topology}-fault",
-                                progress=progress, rate_per_user=rate)
-            log(f"  fault: {fault.failed_requests} of {fault.requests} requests failed "
-                f"({100 * fault.failed_ratio:.1f}%), {fault.dark_s} dark s, "
-                f"recovered after {fault.recovery_s:.1f} s")
-        finally:
-            be.down(dep)
-        out[key] = {
-            "requests": load.requests, "failures": load.failures, "rps": load.rps,
-            "p50_ms": load.p50_ms, "p95_ms": load.p95_ms, "p99_ms": load.p99_ms,
-            "mean_ms": load.mean_ms,
-            "replicas": spec.replicas, "workers_per_replica": spec.workers_per_replica,
-            "cpus_per_replica": spec.cpus_per_replica,
-            "cpus_total": spec.cpus_total, "generator_cpu": load.generator_cpu,
-            "peak_rps": sustained,
-            "fault_injection": fault.summary(),
-        }
-        out["_runs"][key] = {"load": load, "fault": fault}
+    teardowns = _Teardowns(be)
+    with teardowns:
+        for topology, spec in specs(uri, cpus=cpus).items():
+            _one_topology(be, prof, topology, spec, load_s, fault_s, progress, log, out,
+                          teardowns)
     return out
+
+
+class _Teardowns:
+    """Take local deployments down in the background: the next topology starts while the
+    last one's servers finish their graceful exit (seconds of waiting, little CPU; its load
+    round waits until they are gone). Leaving the ``with`` waits for every teardown and raises the
+    first error."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def down(self, dep: Deployment) -> None:
+        if self.backend.name != "local":  # containers: one Docker call at a time
+            self.backend.down(dep)
+            return
+
+        def run() -> None:
+            try:
+                self.backend.down(dep)
+            except BaseException as err:  # raised when the showdown ends
+                self.errors.append(err)
+
+        thread = threading.Thread(target=run, name=f"down-{dep.spec.name}", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def wait(self) -> None:
+        """Block until every teardown started so far has finished."""
+        for thread in self.threads:
+            thread.join()
+
+    def __enter__(self) -> "_Teardowns":
+        return self
+
+    def __exit__(self, exc_type, *_: object) -> None:
+        self.wait()
+        if self.errors and exc_type is None:
+            raise self.errors[0]
+
+
+def _one_topology(be, prof, topology: str, spec: DeploymentSpec, load_s: int, fault_s: int,
+                  progress: bool, log, out: dict, teardowns: _Teardowns) -> None:
+    """Deploy one topology, run its load and fault rounds into ``out``, start its teardown."""
+    key = TOPOLOGY_KEYS[topology]
+    log(f"{topology}: {describe(spec)}: starting")
+    dep = be.up(spec)
+    teardowns.wait()  # the last topology's servers are gone before this one is loaded
+    try:
+        log(f"  load round: {prof.users} users in 4 steps, {load_s} s")
+        load = load_round(dep, users=prof.users, duration_s=load_s,
+                          label=f"{topology}-load", shape="step", progress=progress)
+        sustained = peak_rps(load)
+        log(f"  load: {sustained:.0f} req/s sustained with all users on "
+            f"({load.rps:.0f} over the ramp), p95 {load.p95_ms:.0f} ms, "
+            f"{load.failures} failures")
+        # the same offered load for both topologies: set by the first load round
+        rate = out.setdefault("fault_rate_per_user",
+                              round(max(0.5, FAULT_LOAD_SHARE * sustained / prof.users), 2))
+        log(f"  fault round: {prof.users} users at {rate:.1f} req/s each, {fault_s} s, "
+            f"replica 0 killed at {fault_s / 3:.0f} s")
+        fault = fault_round(be, dep, users=prof.users, duration_s=fault_s,
+                            kill_at_s=fault_s / 3, label=f"{topology}-fault",
+                            progress=progress, rate_per_user=rate)
+        log(f"  fault: {fault.failed_requests} of {fault.requests} requests failed "
+            f"({100 * fault.failed_ratio:.1f}%), {fault.dark_s} dark s, "
+            f"recovered after {fault.recovery_s:.1f} s")
+    finally:
+        teardowns.down(dep)
+    out[key] = {
+        "requests": load.requests, "failures": load.failures, "rps": load.rps,
+        "p50_ms": load.p50_ms, "p95_ms": load.p95_ms, "p99_ms": load.p99_ms,
+        "mean_ms": load.mean_ms,
+        "replicas": spec.replicas, "workers_per_replica": spec.workers_per_replica,
+        "cpus_per_replica": spec.cpus_per_replica,
+        "cpus_total": spec.cpus_total, "generator_cpu": load.generator_cpu,
+        "peak_rps": sustained,
+        "fault_injection": fault.summary(),
+    }
+    out["_runs"][key] = {"load": load, "fault": fault}

@@ -78,13 +78,28 @@ class LocalBackend:
         return dep
 
     def down(self, dep: Deployment) -> None:
+        """Stop the load balancer and every replica (side by side: each stop waits for its
+        server's graceful exit). A restart the watchdog has in progress is not waited for:
+        its process is stopped with the others, and its readiness wait ends at once."""
+        import concurrent.futures
+
         unregister_deployment(dep)
-        self._unwatch(dep)
+        item = self._watchers.pop(dep.url, None)
+        if item:
+            item[0].set()  # no new restart from here on
         LoadBalancer(f"{dep.spec.name}-lb").stop()
-        sup = Supervisor()
-        for r in dep.replicas:
-            sup.stop(r.name)
-            limits.remove(r.name)
+        names = [r.name for r in dep.replicas]
+
+        def stop_all() -> None:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+                list(pool.map(Supervisor().stop, names))
+
+        stop_all()
+        if item:
+            item[1].join(timeout=130)  # a restart in progress fails now that its process is gone
+            stop_all()  # a restart recorded between the first stop and the join
+        for name in names:
+            limits.remove(name)
 
     def status(self, dep: Deployment) -> list[dict]:
         import json
@@ -186,16 +201,10 @@ class LocalBackend:
                         try:
                             new = self._start_replica(dep.spec, i, r.cpus or [], port=port)
                         except Exception:
-                            time.sleep(1)  # try again on the next round
+                            stop.wait(1)  # try again on the next round (unless stopping)
                             continue
                         dep.replicas[i] = new
 
         thread = threading.Thread(target=loop, name=f"watch-{dep.spec.name}", daemon=True)
         thread.start()
         self._watchers[dep.url] = (stop, thread)
-
-    def _unwatch(self, dep: Deployment) -> None:
-        item = self._watchers.pop(dep.url, None)
-        if item:
-            item[0].set()
-            item[1].join(timeout=130)

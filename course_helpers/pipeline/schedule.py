@@ -272,13 +272,24 @@ def _runner_log_tail() -> str:
     return rec.log_tail(8) if rec else ""
 
 
+#: The first tick is due this many seconds after the runner creates the deployment (the
+#: scheduler looks for new deployments every 2 s), not a whole interval later.
+FIRST_TICK_S = 3.0
+
+
 def _serve(spec: dict) -> None:
     """The runner process: create (or update) the deployment and execute its runs."""
+    from datetime import datetime, timedelta, timezone
+
     from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Interval
 
     from .flow import training_pipeline
 
-    training_pipeline.serve(name=spec["name"], interval=spec["every_s"],
+    first = datetime.now(timezone.utc) + timedelta(seconds=FIRST_TICK_S)
+    training_pipeline.serve(name=spec["name"],
+                            schedule=Interval(timedelta(seconds=spec["every_s"]),
+                                              anchor_date=first),
                             parameters=spec["parameters"], limit=1,
                             print_starting_message=False,
                             entrypoint_type=EntrypointType.MODULE_PATH)

@@ -138,6 +138,31 @@ def test_the_restart_policy_brings_a_crashed_replica_back(workspace, logreg_uri)
         backend.down(dep)
 
 
+def test_down_during_a_restart_leaves_nothing_running(workspace, logreg_uri):
+    """down() does not wait for the watchdog's restart to finish: it stops that process too."""
+    import psutil
+
+    from course_helpers.supervisor import Supervisor
+
+    backend = LocalBackend(restart=True)
+    dep = backend.up(DeploymentSpec.many_small(logreg_uri, replicas=2, name="ms"))
+    try:
+        old = Supervisor().get("ms-r0").pid
+        backend.kill_replica(dep, 0)
+        deadline = time.monotonic() + 30
+        while backend.restarts.get("ms-r0", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the watchdog noticed and is starting a new ms-r0
+        assert backend.restarts.get("ms-r0") == 1
+        rec = Supervisor().get("ms-r0")
+        starting = rec.pid if rec and rec.pid != old else None
+    finally:
+        backend.down(dep)
+    assert [r.name for r in Supervisor().records() if r.name.startswith("ms-")] == []
+    if starting is not None:
+        assert not psutil.pid_exists(starting) or \
+            psutil.Process(starting).status() == psutil.STATUS_ZOMBIE
+
+
 def test_crash_and_recover_waits_for_the_restarted_replica(workspace, logreg_uri):
     from course_helpers.deploy import crash_and_recover
 
