@@ -79,12 +79,15 @@ def register(model, X_example, name: str = MODEL_NAME, alias: str | None = "cham
 
 def prepare(kind: str = "logreg", profile: str | None = None, seed: int = 0,
             n_estimators: int | None = None) -> str:
-    """Train and save a model under ``<workspace>/models/<kind>``; returns its path (a URI)."""
-    model, X, y = train(kind, profile=profile, seed=seed, n_estimators=n_estimators)
+    """Train and save a model under ``<workspace>/models/<kind>``; returns its path (a URI).
+
+    Training is seeded, so a model already saved for the same kind, profile and seed is reused
+    instead of trained again."""
     prof = config.get_profile(profile)
     trees = n_estimators or prof.n_estimators
     sub = kind if kind == "logreg" else f"{kind}-{trees}"
     path = config.workspace_dir("models") / f"{sub}-{prof.n_rows}-s{seed}"
     if not (path / "MLmodel").exists():
+        model, X, _ = train(kind, profile=profile, seed=seed, n_estimators=n_estimators)
         save(model, path, X)
     return str(path)
