@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    """SIGTERM (a CI job stopped, `kill`) ends the run like Ctrl-C, so every fixture's
+    clean-up still stops the servers and containers its test started."""
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch) -> Path:
