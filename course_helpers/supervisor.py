@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -113,11 +114,28 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+_HANDED_OUT: dict[int, float] = {}  # port -> when free_port gave it (this process)
+_HANDED_OUT_LOCK = threading.Lock()
+_HANDED_OUT_S = 120.0
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, and not one this process handed out in the
+    last two minutes (replicas started side by side each ask before any of them binds, and
+    the kernel may offer a just-released port twice)."""
+    with _HANDED_OUT_LOCK:
+        now = time.monotonic()
+        for p, when in list(_HANDED_OUT.items()):
+            if now - when > _HANDED_OUT_S:
+                del _HANDED_OUT[p]
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            if port not in _HANDED_OUT:
+                break
+        _HANDED_OUT[port] = now
+        return port
 
 
 def _who_listens(port: int) -> str:
