@@ -20,6 +20,7 @@ kills the whole tree, whatever re-parented itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -34,6 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 SIM_USER = "mlops-binder"
@@ -446,3 +448,22 @@ class BinderSim:
                 log(f"kept {self.base}")
             else:
                 shutil.rmtree(self.base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def launched(root: Path, **lab_env: str) -> Iterator[tuple[BinderSim, SimUser]]:
+    """``root`` built and launched as on Binder (as the unprivileged user), closed afterwards;
+    needs Python 3.11, bash and a user to run as (``need``: skipped, or failed in CI)."""
+    from tests.helpers import need
+
+    need(sys.version_info[:2] == (3, 11), "Python 3.11 running the tests (Binder pins python-3.11)")
+    need(shutil.which("bash") is not None, "bash")
+    user = sim_user()
+    need(user is not None, "useradd, to create the unprivileged user for the simulation")
+    sim = BinderSim(root)
+    try:
+        sim.build(user)
+        sim.start_lab(**lab_env)
+        yield sim, user
+    finally:
+        sim.close()

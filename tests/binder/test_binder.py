@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.binder.binder_sim import ANSI, BinderSim, log, sim_user
+from tests.binder.binder_sim import ANSI, launched, log
 from tests.helpers import ROOT, need
 
 pytestmark = [pytest.mark.binder, pytest.mark.timeout(900)]
@@ -32,18 +32,9 @@ STUDENT_PLUGINS = {"@jupyter/nbgrader:assignment-list", "@jupyter/nbgrader:valid
 
 @pytest.fixture(scope="module")
 def binder():
-    need(sys.version_info[:2] == (3, 11), "Python 3.11 running the tests (Binder pins python-3.11)")
     need(shutil.which("git") is not None, "git")
-    need(shutil.which("bash") is not None, "bash")
-    user = sim_user()
-    need(user is not None, f"useradd, to create the unprivileged user for the simulation")
-    sim = BinderSim(ROOT)
-    try:
-        sim.build(user)
-        sim.start_lab()
+    with launched(ROOT) as (sim, _):
         yield sim
-    finally:
-        sim.close()
 
 
 def test_lab_answers(binder):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -22,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.binder.binder_sim import BinderSim, sim_user
-from tests.helpers import ROOT, need
+from tests.binder.binder_sim import BinderSim, launched
+from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.binder, pytest.mark.timeout(900)]
 
@@ -145,17 +144,8 @@ def test_grade_fetch_in_the_copy(copy_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def binder(copy_dir):
-    need(sys.version_info[:2] == (3, 11), "Python 3.11 running the tests (Binder pins python-3.11)")
-    need(shutil.which("bash") is not None, "bash")
-    user = sim_user()
-    need(user is not None, "useradd, to create the unprivileged user for the simulation")
-    sim = BinderSim(copy_dir)
-    try:
-        sim.build(user)
-        sim.start_lab()
+    with launched(copy_dir) as (sim, _):
         yield sim
-    finally:
-        sim.close()
 
 
 def _post(binder: BinderSim, path: str, data: dict) -> tuple[int, dict]:

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.binder.binder_sim import BinderSim, log, sim_user
+from tests.binder.binder_sim import launched, log
 from tests.helpers import need
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -69,21 +68,15 @@ def lab(tmp_path_factory):
         yield _Attached(os.environ["MLOPS_BROWSER_ATTACH"])
         return
     need(Path(CHROMIUM).exists(), "Debian's chromium (apt-get install chromium)")
-    need(sys.version_info[:2] == (3, 11), "Python 3.11 running the tests (Binder pins python-3.11)")
     try:
         import playwright  # noqa: F401
     except ImportError:
         need(False, "playwright (the dev extra)")
-    user = sim_user()
-    need(user is not None, "useradd, to create the unprivileged user for the simulation")
     from course_helpers.grading.student import student_copy
 
     copy = tmp_path_factory.mktemp("browser") / "course-student"
     student_copy(copy)
-    sim = BinderSim(copy)
-    try:
-        sim.build(user)
-        sim.start_lab(MLOPS_PROFILE="smoke")
+    with launched(copy, MLOPS_PROFILE="smoke") as (sim, user):
         # what a student has after lessons 06 and 01, prepared side by side
         env = sim.user_env(MLOPS_PROFILE="smoke")
         kw = dict(cwd=sim.repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -102,8 +95,6 @@ def lab(tmp_path_factory):
         sim.notes["server"] = next(w for w in out_serve.split() if w.startswith("http://"))
         log(f"model server at {sim.notes['server']}")
         yield sim
-    finally:
-        sim.close()
 
 
 @pytest.fixture(scope="module")
