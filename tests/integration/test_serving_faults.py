@@ -223,10 +223,21 @@ def test_health_answers_while_predict_is_saturated(workspace, tmp_path):
     assert probes[-1] < 1.0
 
 
+def workers_of(pid: int, n: int, within: float = 15.0) -> list[psutil.Process]:
+    """The master's ``n`` workers: gunicorn forks them one after another, so the first can be
+    ready (and ``serve`` return) before the last exists."""
+    deadline = time.monotonic() + within
+    workers = psutil.Process(pid).children()
+    while len(workers) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+        workers = psutil.Process(pid).children()
+    assert len(workers) == n, f"{len(workers)} of {n} workers after {within} s"
+    return workers
+
+
 def test_workers_die_within_two_seconds_of_master_sigkill(workspace, logreg_uri):
     server = serve(logreg_uri, workers=2, cache="none", db=None)
-    workers = psutil.Process(server.pid).children()
-    assert len(workers) == 2
+    workers = workers_of(server.pid, 2)
     os.kill(server.pid, signal.SIGKILL)
     t0 = time.monotonic()
     assert all(gone(w.pid, within=2.0) for w in workers), "a worker outlived its master by 2 s"
@@ -238,7 +249,7 @@ def test_workers_die_within_two_seconds_of_master_sigkill(workspace, logreg_uri)
 def test_each_worker_listens_on_its_own_socket(workspace, logreg_uri):
     """The adapter's end-to-end check (see serving/adapters.py)."""
     server = serve(logreg_uri, workers=2, cache="none", db=None)
-    for w in psutil.Process(server.pid).children():
+    for w in workers_of(server.pid, 2):
         ports = {c.laddr.port for c in w.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
         assert server.port in ports, f"worker {w.pid} does not listen on {server.port}"
 
