@@ -208,6 +208,8 @@ def measure_online(product: Product, requests: int, server_url: str, store, *,
     users = rng.choice(product.rolling["user_id"].unique(), size=requests)
     at = product.rolling["ts"].max() + np.timedelta64(1, "us")
     client, lat, failed = Client(server_url), [], 0
+    store_ms: list[float] = []
+    predict_ms: list[float] = []
     try:
         for u in users[:WARMUP]:  # first requests pay for connections, lazy imports: not timed
             client.post("/predict", {"row": _row_dict(_fill(store.get([int(u)], at)))[0]})
@@ -215,8 +217,12 @@ def measure_online(product: Product, requests: int, server_url: str, store, *,
         for u in users:
             s = time.perf_counter()
             row = _row_dict(_fill(store.get([int(u)], at)))[0]
+            m = time.perf_counter()
             status, _ = client.post("/predict", {"row": row})
-            lat.append((time.perf_counter() - s) * 1000)
+            e = time.perf_counter()
+            lat.append((e - s) * 1000)
+            store_ms.append((m - s) * 1000)
+            predict_ms.append((e - m) * 1000)
             failed += status != 200
     finally:
         client.close()
@@ -225,7 +231,7 @@ def measure_online(product: Product, requests: int, server_url: str, store, *,
         raise RuntimeError(f"{failed} of {requests} requests to {server_url} failed: "
                            "see the model server's log in <workspace>/logs/")
     return {"latencies_ms": lat, "rps": requests / wall, "update_ms": update_ms,
-            "ages_ms": ages_ms}
+            "ages_ms": ages_ms, "store_ms": store_ms, "predict_ms": predict_ms}
 
 
 def compare(profile: str | None = None, *, rows: int | None = None, requests: int | None = None,
@@ -310,8 +316,45 @@ def compare(profile: str | None = None, *, rows: int | None = None, requests: in
         "update_p50_ms": round(_percentiles(stream["update_ms"])[0], 3),
         "health_p50_ms": round(health, 3), "batch_every_s": batch_every_s,
         "profile": prof.name,
+        # per-request service times of each piece on one CPU, for what_breaks_first
+        "service_ms": {
+            "model server (1 worker)": _mean(online["predict_ms"] + stream["predict_ms"]),
+            "online store read": _mean(online["store_ms"] + stream["store_ms"]),
+            "stream update (per event)": _mean(stream["update_ms"]),
+            "batch lookup (database)": _mean(batch["latencies_ms"]),
+        },
     })
     return df
+
+
+def _mean(ms: list[float]) -> float:
+    return round(sum(ms) / len(ms), 4)
+
+
+def what_breaks_first(df, traffic_rps: float, multipliers: tuple[float, ...] = (1, 10, 100),
+                      utilisation: float = 0.7):
+    """Each request-path piece at ``multipliers`` x ``traffic_rps`` (requests/s): its capacity
+    on one CPU (1000 / measured mean service ms, a lower bound: the client's share of each
+    call is counted too), the demand on it (stream updates: events per request x rps) and
+    the CPUs it needs at ``utilisation`` (:func:`capacity.replicas_needed`). Sorted by the
+    CPUs needed at the largest multiplier: the first row breaks first."""
+    import pandas as pd
+
+    if traffic_rps <= 0:
+        raise ValueError("traffic_rps must be positive: take it from the run's timeline")
+    service = df.attrs["service_ms"]
+    per_request = {"stream update (per event)": df.attrs["events_per_request"]}
+    rows = []
+    for piece, ms in service.items():
+        cap = 1000.0 / ms
+        row = {"piece": piece, "service_ms": ms, "capacity_rps_per_cpu": round(cap, 1)}
+        for k in multipliers:
+            demand = traffic_rps * k * per_request.get(piece, 1.0)
+            row[f"load_{k:g}x"] = round(demand / cap, 3)
+            row[f"cpus_{k:g}x"] = capacity.replicas_needed(demand, cap, utilisation)
+        rows.append(row)
+    last = f"load_{multipliers[-1]:g}x"
+    return pd.DataFrame(rows).set_index("piece").sort_values(last, ascending=False)
 
 
 def _health_ms(url: str, n: int) -> float:

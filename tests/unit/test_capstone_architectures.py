@@ -139,3 +139,19 @@ def test_kubernetes_kinds_are_what_lessons_04_and_09_render():
         "Deployment", "Service", "HorizontalPodAutoscaler"]
     assert "Rollout" in kinds["lesson 09: rollout.manifests.argo_rollout"]
     assert "Canary" in kinds["lesson 09: rollout.manifests.flagger_canary"]
+
+
+def test_what_breaks_first_scales_demand_by_events_per_request():
+    df = pd.DataFrame(index=pd.Index(list(arch.ARCHITECTURES), name="architecture"))
+    df.attrs.update({"events_per_request": 50.0, "service_ms": {
+        "model server (1 worker)": 2.0, "online store read": 1.0,
+        "stream update (per event)": 0.5, "batch lookup (database)": 0.01}})
+    out = arch.what_breaks_first(df, traffic_rps=10.0)
+    assert list(out.index)[0] == "stream update (per event)"  # 10 x 50 events x 0.5 ms
+    assert out.loc["stream update (per event)", "load_1x"] == pytest.approx(0.25)
+    assert out.loc["model server (1 worker)", "capacity_rps_per_cpu"] == 500.0
+    assert out.loc["model server (1 worker)", "load_100x"] == pytest.approx(2.0)
+    assert out.loc["model server (1 worker)", "cpus_100x"] == capacity.replicas_needed(1000, 500)
+    assert out.loc["batch lookup (database)", "cpus_10x"] == 1
+    with pytest.raises(ValueError, match="traffic_rps"):
+        arch.what_breaks_first(df, 0)
