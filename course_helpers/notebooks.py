@@ -4,9 +4,8 @@ For every notebook: wall time, peak resident memory of the kernel's whole proces
 tree (kernel plus every server it started), the slowest cells, and whatever it left
 running; :func:`run_all` prints them as a table and writes ``results.json`` and
 ``results.csv``, with the ``classroom`` budget (90 s, 1.6 GB; the capstone 300 s; the series
-900 s) beside each figure. Run it
-pinned to one CPU, as on Binder, with ``taskset -c 0 mlops-course notebooks`` (or
-``cpus=[0]``).
+900 s) beside each figure. Run it pinned to one CPU, as on Binder, with
+``taskset -c 0 mlops-course notebooks`` (or ``cpus=[0]``).
 """
 
 from __future__ import annotations
