@@ -85,9 +85,9 @@ test: setup system-deps base-image grader-image
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "unit or integration" $(PYTEST_ARGS)
 
-# Each lesson against its budget (90 s, 1.6 GB) where students run it: one CPU (taskset, on
-# Linux; elsewhere unpinned), no Docker
-# (DOCKER_HOST points nowhere, so lessons take their no-engine path, as on Binder).
+# Each lesson against its budget (90 s, the capstone 300 s, 1.6 GB; the series 15 min) where
+# students run it: one CPU (taskset, on Linux; elsewhere unpinned), no Docker (DOCKER_HOST
+# points nowhere, so lessons take their no-engine path, as on Binder).
 # NOTEBOOKS="02_scaling_vertical_vs_horizontal" runs only those; the table and
 # results.csv land under .mlops/reports/notebooks/classroom/.
 budget: setup

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
 from .spec import DeploymentSpec
 
 #: The image's repository; tags are content hashes (and ``latest`` for the newest build).
@@ -76,20 +75,15 @@ def container_env(spec: DeploymentSpec, model_uri: str | None = None,
     """Environment of a replica: the server's ``MLOPS_*`` settings and quiet MLflow.
 
     ``model_uri`` defaults to the mounted ``/model`` (local directories) or the spec's
-    registry URI, which then needs ``tracking_uri``. Keys match ``serving.app.Settings``.
+    registry URI, which then needs ``tracking_uri``. The server settings are
+    ``serving.app.Settings.to_env()``, defaults included.
     """
     if model_uri is None:
         model_uri = spec.model_uri if is_registry_uri(spec.model_uri) else MODEL_MOUNT
-    env = {
-        "MLOPS_MODEL_URI": model_uri,
-        "MLOPS_CACHE": spec.cache,
-        "MLOPS_CACHE_SIZE": str(Settings.cache_size),  # the defaults, documented in config
-        "MLOPS_CACHE_TTL_S": str(Settings.cache_ttl_s),
-        "MLOPS_MAX_BATCH": str(Settings.max_batch),
-        "MLOPS_MAX_BODY_BYTES": str(Settings.max_body_bytes),
-        "MLOPS_VARIANT": Settings.variant,
-        "MLOPS_DB": spec.db or "none",
-        "MLOPS_MAX_REQUESTS_PER_CONNECTION": str(MAX_REQUESTS_PER_CONNECTION),
+    from ..serving.app import Settings as ServerSettings  # fastapi: only when asked
+
+    env = ServerSettings(model_uri=model_uri, cache=spec.cache, db=spec.db,
+                         max_requests_per_connection=MAX_REQUESTS_PER_CONNECTION).to_env() | {
         "MLOPS_HOME": "/tmp/mlops",
         "PROMETHEUS_MULTIPROC_DIR": "/tmp/prometheus",
         "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -65,20 +65,17 @@ class Settings:
                       if f.name != "db"}, db=None if env.db in (None, "none") else env.db)
 
     def to_env(self) -> dict[str, str]:
-        out = {"MLOPS_MODEL_URI": self.model_uri, "MLOPS_CACHE": self.cache,
-               "MLOPS_CACHE_SIZE": str(self.cache_size), "MLOPS_CACHE_TTL_S": str(self.cache_ttl_s),
-               "MLOPS_MAX_BATCH": str(self.max_batch), "MLOPS_MAX_BODY_BYTES": str(self.max_body_bytes),
-               "MLOPS_VARIANT": self.variant, "MLOPS_DB": self.db or "none",
-               "MLOPS_MAX_REQUESTS_PER_CONNECTION": str(self.max_requests_per_connection)}
-        if self.follow_alias_s:
-            out["MLOPS_FOLLOW_ALIAS_S"] = str(self.follow_alias_s)
-        if self.predict_on_loop:
-            out["MLOPS_PREDICT_ON_LOOP"] = "true"
-        if self.predict_threads != 2:
-            out["MLOPS_PREDICT_THREADS"] = str(self.predict_threads)
-        if self.redis_url:
-            out["MLOPS_REDIS_URL"] = self.redis_url
-        return out
+        """Every field as its ``MLOPS_*`` variable, defaults included, so a stray variable in
+        the parent's environment cannot change the server it starts (empty means unset)."""
+        return {"MLOPS_MODEL_URI": self.model_uri, "MLOPS_CACHE": self.cache,
+                "MLOPS_CACHE_SIZE": str(self.cache_size), "MLOPS_CACHE_TTL_S": str(self.cache_ttl_s),
+                "MLOPS_REDIS_URL": self.redis_url or "", "MLOPS_DB": self.db or "none",
+                "MLOPS_MAX_BATCH": str(self.max_batch),
+                "MLOPS_MAX_BODY_BYTES": str(self.max_body_bytes), "MLOPS_VARIANT": self.variant,
+                "MLOPS_MAX_REQUESTS_PER_CONNECTION": str(self.max_requests_per_connection),
+                "MLOPS_FOLLOW_ALIAS_S": str(self.follow_alias_s),
+                "MLOPS_PREDICT_ON_LOOP": "true" if self.predict_on_loop else "false",
+                "MLOPS_PREDICT_THREADS": str(self.predict_threads)}
 
 
 def _row_model(model: LoadedModel) -> type[BaseModel]:

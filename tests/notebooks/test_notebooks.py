@@ -93,6 +93,11 @@ def test_harness_table_flags_notebooks_over_budget():
     lines = table.splitlines()
     assert "ok" in lines[1] and "OVER" in lines[2] and "OVER" in lines[3]
     assert "3: 8" in lines[1]
+    assert lines[4].split()[:2] == ["total", "214.0"] and "ok" in lines[4]
+    capstone = NotebookResult("10_architecture_best_practices", True, 240.0, 1400.0, cpus=1)
+    assert capstone.within_budget, "the capstone has its own wall-time budget"
+    week = [NotebookResult(f"{i:02d}_x", True, 85.0, 900.0) for i in range(10)] + [capstone]
+    assert "OVER" in render_table(week, "classroom").splitlines()[-2]
 
 
 DOCKER_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem.startswith("04_")]

@@ -52,6 +52,22 @@ def test_server_settings_come_from_the_one_object(monkeypatch):
     assert Settings.env_name("follow_alias_s") == "MLOPS_FOLLOW_ALIAS_S"
 
 
+def test_server_settings_survive_a_stray_variable_in_the_parent(monkeypatch):
+    """A server started with ``to_env()`` over the parent's environment runs with exactly the
+    settings it was given, defaults included."""
+    from course_helpers.serving.app import Settings as ServerSettings
+
+    for name, value in {"MLOPS_PREDICT_ON_LOOP": "true", "MLOPS_PREDICT_THREADS": "7",
+                        "MLOPS_FOLLOW_ALIAS_S": "9", "MLOPS_REDIS_URL": "redis://x:1"}.items():
+        monkeypatch.setenv(name, value)
+    given = ServerSettings(model_uri="/m", db=None)
+    import os
+
+    child = {**os.environ, **given.to_env()}
+    monkeypatch.setattr(os, "environ", child)
+    assert ServerSettings.from_env() == given
+
+
 def test_server_defaults_are_the_documented_defaults():
     import dataclasses
 
