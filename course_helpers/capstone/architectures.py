@@ -37,8 +37,8 @@ NO_HISTORY_S = 7 * 86_400.0
 #: Requests sent before the timed ones (connection set-up, first-call costs).
 WARMUP = 10
 #: Events replayed and requests sent per profile (seconds each in smoke).
-SIZES = {"smoke": {"rows": 20_000, "requests": 150, "events": 300},
-         "classroom": {"rows": 100_000, "requests": 400, "events": 1_000},
+SIZES = {"smoke": {"rows": 20_000, "requests": 100, "events": 200},
+         "classroom": {"rows": 100_000, "requests": 200, "events": 400},
          "full": {"rows": 1_000_000, "requests": 2_000, "events": 5_000}}
 
 FAILURE_MODES = {
