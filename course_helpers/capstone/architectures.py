@@ -302,7 +302,8 @@ def compare(profile: str | None = None, *, rows: int | None = None, requests: in
         p50, p95 = _percentiles(m["latencies_ms"])
         rows_out.append({"architecture": name, "p50_ms": round(p50, 3), "p95_ms": round(p95, 3),
                          "rps": round(m["rps"], 1), "prediction_age_s": round(pred_age, 3),
-                         "feature_age_s": round(feat_age, 4), "feature_age_worst_s": round(worst, 4),
+                         "feature_age_s": round(feat_age, 4),
+                         "feature_age_worst_s": round(worst, 4),
                          "usd_per_1m": round(per_1m(m["rps"]) + extra, 4),
                          "served_by": served_by, "failure_modes": FAILURE_MODES[name]})
     df = pd.DataFrame(rows_out).set_index("architecture")
@@ -424,7 +425,8 @@ CLOUD_MAP: list[dict[str, str]] = [
      "gcp": "Cloud Load Balancing (Application Load Balancer)",
      "azure": "Azure Application Gateway / Azure Load Balancer",
      "kubernetes": "Service (deploy.manifests.service, lesson 04) + an Ingress controller; "
-                   "weights: the Rollout's setWeight steps (rollout.manifests.argo_rollout, lesson 09)"},
+                   "weights: the Rollout's setWeight steps "
+                   "(rollout.manifests.argo_rollout, lesson 09)"},
     {"box": "tracking and registry", "ours": "MLflow server (tracking)", "lesson": "06",
      "aws": "Amazon SageMaker AI with MLflow (managed MLflow tracking servers); "
             "SageMaker Model Registry",

@@ -125,7 +125,8 @@ def test_cloud_map_covers_every_box_with_facts():
 
     import re
 
-    refs = set(re.findall(r"\b((?:deploy|rollout)\.manifests\.[a-z_]+)", " ".join(df["kubernetes"])))
+    text = " ".join(df["kubernetes"])
+    refs = set(re.findall(r"\b((?:deploy|rollout)\.manifests\.[a-z_]+)", text))
     assert {"deploy.manifests.kubernetes", "deploy.manifests.service",
             "rollout.manifests.argo_rollout", "rollout.manifests.flagger_canary"} <= refs
     for ref in refs:
