@@ -169,7 +169,9 @@ def evaluate(data: dict, run_dir: Path | None = None) -> Checklist:
         s.get("slo_met") if days else None,
         f"availability objective {slo.get('availability')}, error budget left "
         f"{left}; p95 per day " + ", ".join(str(d.get("p95_ms")) for d in days) + " ms")
-    has_perf = False
+    has_perf: bool | None = None  # not checked without a run directory to read
+    if run_dir is not None:
+        has_perf = False
     if run_dir is not None and (run_dir / "timeline.csv").exists():
         import pandas as pd
 
@@ -177,7 +179,7 @@ def evaluate(data: dict, run_dir: Path | None = None) -> Checklist:
         has_perf = bool(len(tl)) and tl["p95_ms"].notna().any() and tl["rps"].notna().any()
         perf_ev = f"{len(tl)} timeline samples with throughput and p95"
     else:
-        perf_ev = "no timeline.csv"
+        perf_ev = "no timeline.csv" if run_dir is not None else "no run directory given"
     add("monitoring", "serving latency and throughput are monitored continuously", has_perf,
         perf_ev)
     add("monitoring", "prediction quality is monitored with delayed labels", None,

@@ -85,7 +85,8 @@ def make_plan(profile: str | None = "classroom", days: int | None = None) -> Pla
     except ValueError as err:
         raise CourseError(str(err)) from None
     base = dict(_BASE[name])
-    n = base.pop("days") if days is None else days
+    default_days = base.pop("days")
+    n = default_days if days is None else days
     if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_DAYS:
         raise CourseError(f"--days must be a whole number from 3 to {MAX_DAYS} (got {days!r}): "
                           "a week needs a quiet day, a drift day and a bad-model day")

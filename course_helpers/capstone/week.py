@@ -106,9 +106,11 @@ def bucket_load(samples: list[float], seconds: list[dict]) -> list[dict]:
     one dict per sample with ``requests``, ``failed_requests``, ``rps``, ``p95_ms`` (the worst
     second's p95 in the interval) and ``error_ratio``."""
     out = []
-    prev = samples[0] - 1.0 if samples else 0.0
+    prev = float("-inf")  # the first interval takes everything before the first sample
     for t in samples:
         rows = [s for s in seconds if prev < s["t"] + 0.5 <= t]
+        if prev == float("-inf"):
+            prev = min([s["t"] for s in rows] or [t - 1.0])
         req = sum(s["ok"] + s["failed"] for s in rows)
         fail = sum(s["failed"] for s in rows)
         p95s = [s["p95_ms"] for s in rows if s.get("p95_ms") == s.get("p95_ms")
@@ -282,6 +284,15 @@ class Week:
         drift.export({"alert": False, "window": 0, "psi": {}, "ks_p": {},
                       "flagged_features": []})
         self.started["prometheus"] = monitoring.running() is None
+        if self.started["prometheus"]:
+            # a fresh TSDB: an earlier run's samples (its receiver had another port, so another
+            # series) stay current for Prometheus's 5-minute lookback after a restart and
+            # would fire ModelInputDrift before today's batch is even checked
+            import shutil
+
+            from ..monitoring.prometheus import monitoring_dir
+
+            shutil.rmtree(monitoring_dir("prometheus-data"), ignore_errors=True)
         monitoring.start(p.profile)
         status = alerting.status()
         self.started["alerting"] = not (status.get("alertmanager") and status.get("receiver"))
@@ -693,14 +704,15 @@ class Week:
                 time.sleep(0.25)
             else:
                 raise DayFailed(f"replica {r.name} did not come back with v{version}", fatal=True)
-            # nginx skips a replica that failed for FAIL_TIMEOUT_S: wait until it takes the
-            # restarted one back before stopping the next, or both look down at once
-            time.sleep(FAIL_TIMEOUT_S + 1)
+            if i < len(self.dep.replicas) - 1:
+                # nginx skips a replica that failed for FAIL_TIMEOUT_S: wait until it takes
+                # the restarted one back before stopping the next, or both look down at once
+                time.sleep(FAIL_TIMEOUT_S + 1)
         self.version = version
         # the new model was trained on today's world: monitor drift against it from now on
         from ..monitoring import drift
 
-        X, y = drift.make_window("covariate", self.day, max(self.plan.rows, 5_000),
+        X, y = drift.make_window("covariate", self.day, 2 * self.plan.rows,
                                  seed=self.seed + 3, onset=self.plan.drift_day)
         import mlflow.sklearn
 
