@@ -192,6 +192,7 @@ class Week:
         self.summary.update(drift_day=plan.drift_day, bad_model_day=plan.bad_model_day,
                             bad_model_max_weight=0)
         self.gates: list[dict] = []
+        self.day_alerts: dict[int, set[str]] = {}
         self.canaries: list[dict] = []
         self.trace: list[dict] = []
         self.cum = {"requests": 0, "failed": 0}
@@ -259,21 +260,57 @@ class Week:
                                         "process": name, "rss_mb": round(rss, 1),
                                         "pss_mb": round(pss, 1)})
 
-    @staticmethod
-    def _firing() -> int:
+    def _firing(self) -> int:
+        """How many alerts Prometheus has firing now; their names go into the day's
+        ``alerts``."""
         try:
             from .. import monitoring
 
             df = monitoring.alerts()
             if df is None or df.empty or "state" not in df:
                 return 0
+            names = set(df.loc[df["state"] == "firing", "alertname"])
+            with self._lock:
+                self.day_alerts.setdefault(self.day, set()).update(names)
             return int((df["state"] == "firing").sum())
         except Exception:  # noqa: BLE001 - a sample without the alert count is still a sample
             return 0
 
     # set-up and tear-down ---------------------------------------------------------------
+    def _start_monitoring(self) -> None:
+        """Lesson 08's Prometheus, Alertmanager and receiver (errors kept for setup)."""
+        from .. import monitoring
+        from ..monitoring import alerting
+
+        p = self.plan
+        try:
+            self.started["prometheus"] = monitoring.running() is None
+            if self.started["prometheus"]:
+                # a fresh TSDB: an earlier run's samples (its receiver had another port, so
+                # another series) stay current for Prometheus's 5-minute lookback after a
+                # restart and would fire ModelInputDrift before today's batch is checked
+                import shutil
+
+                from ..monitoring.prometheus import monitoring_dir
+
+                shutil.rmtree(monitoring_dir("prometheus-data"), ignore_errors=True)
+            monitoring.start(p.profile)
+            status = alerting.status()
+            self.started["alerting"] = not (status.get("alertmanager")
+                                            and status.get("receiver"))
+            if not status.get("alertmanager"):
+                # a fresh Alertmanager for this run: forget what an earlier one notified
+                # (its notification log would hold back today's ModelInputDrift as a repeat
+                # when the earlier run stopped before the alert resolved)
+                from ..monitoring.prometheus import monitoring_dir
+
+                (monitoring_dir("alertmanager-data") / "nflog").unlink(missing_ok=True)
+            alerting.start(profile=p.profile)
+        except BaseException as err:  # noqa: BLE001 - re-raised by setup in the main thread
+            self._monitoring.error = err
+
     def setup(self) -> None:
-        from .. import monitoring, tracking
+        from .. import tracking
         from ..deploy import DeploymentSpec, get_backend
         from ..model import MODEL_NAME
         from ..monitoring import alerting, drift
@@ -283,27 +320,13 @@ class Week:
         # a drift verdict left by an earlier run must not fire today's alert
         drift.export({"alert": False, "window": 0, "psi": {}, "ks_p": {},
                       "flagged_features": []})
-        self.started["prometheus"] = monitoring.running() is None
-        if self.started["prometheus"]:
-            # a fresh TSDB: an earlier run's samples (its receiver had another port, so another
-            # series) stay current for Prometheus's 5-minute lookback after a restart and
-            # would fire ModelInputDrift before today's batch is even checked
-            import shutil
-
-            from ..monitoring.prometheus import monitoring_dir
-
-            shutil.rmtree(monitoring_dir("prometheus-data"), ignore_errors=True)
-        monitoring.start(p.profile)
-        status = alerting.status()
-        self.started["alerting"] = not (status.get("alertmanager") and status.get("receiver"))
-        if not status.get("alertmanager"):
-            # a fresh Alertmanager for this run: forget what an earlier one notified (its
-            # notification log would hold back today's ModelInputDrift as a repeat when the
-            # earlier run stopped before the alert resolved)
-            from ..monitoring.prometheus import monitoring_dir
-
-            (monitoring_dir("alertmanager-data") / "nflog").unlink(missing_ok=True)
-        alerting.start(profile=p.profile)
+        threading.Thread(target=self._sampler, name="capstone-sampler", daemon=True).start()
+        # Prometheus and Alertmanager start (and wait to be ready) while this thread works
+        # in MLflow; both are up before the replicas are deployed
+        self._monitoring = threading.Thread(target=self._start_monitoring,
+                                            name="capstone-monitoring", daemon=True)
+        self._monitoring.error = None
+        self._monitoring.start()
         self.started["prefect"] = orchestrator.server_url() is None
         self._warm = alerting.warm_pipeline()
         tracking.quiet()
@@ -315,9 +338,11 @@ class Week:
         spec = DeploymentSpec.many_small(f"models:/{self.name}/{self.version}", replicas=2,
                                          memory_mb=1024, cpus=cpus, name=STABLE)
         self.backend = get_backend(self.backend_name, verbose=False)
+        self._monitoring.join()
+        if self._monitoring.error is not None:
+            raise self._monitoring.error
         self.say(f"deploying {self.name} v{self.version}: 2 replicas behind nginx ...")
         self.dep = self.backend.up(spec)
-        threading.Thread(target=self._sampler, name="capstone-sampler", daemon=True).start()
 
     def _baseline(self) -> str:
         """The version every week starts from: the course model trained on the training
@@ -330,11 +355,15 @@ class Week:
         found = [mv for mv in c.search_model_versions(f"name='{self.name}'")
                  if (mv.tags or {}).get("capstone.baseline") == "1"]
         if found:
-            version = str(max(int(mv.version) for mv in found))
+            mv = max(found, key=lambda m: int(m.version))
+            version = str(mv.version)
+            if "data.fingerprint" not in (mv.tags or {}):
+                self._tag_lineage(version, seed=0)
         else:
             version = make_challenger("none", name=self.name, seed=0,
                                       profile=self.plan.profile, alias=tracking.CHAMPION)
             c.set_model_version_tag(self.name, version, "capstone.baseline", "1")
+            self._tag_lineage(version, seed=0)
         tracking.promote(self.name, version, reason="capstone: the week starts")
         return version
 
@@ -356,6 +385,9 @@ class Week:
         from ..supervisor import Supervisor
 
         self._stop.set()
+        mon = getattr(self, "_monitoring", None)
+        if mon is not None:
+            mon.join(timeout=90)  # what it is starting must be recorded before we stop it
         with contextlib.suppress(Exception):  # leave no drift verdict behind for the next run
             from ..monitoring import drift
 
@@ -386,25 +418,42 @@ class Week:
 
     # lineage --------------------------------------------------------------------------
     def trace_version(self, version: str, how: str) -> None:
-        """Record where a version came from (MLflow run, data fingerprint, code version)."""
+        """Record where a version came from (lesson 06's :func:`tracking.lineage`): its MLflow
+        run, the data (fingerprint tag or logged dataset digest) and the code version."""
         from .. import tracking
 
         entry = {"version": str(version), "how": how}
         try:
-            c = tracking.client()
-            mv = c.get_model_version(self.name, str(version))
-            run = c.get_run(mv.run_id) if mv.run_id else None
-            tags = dict(mv.tags or {}) | (dict(run.data.tags) if run else {})
-            entry |= {"run_id": mv.run_id,
-                      "data": tags.get("data.fingerprint") or tags.get("mlflow.source.name")
-                      or (run and run.inputs and run.inputs.dataset_inputs and "dataset")
-                      or None,
-                      "code": tags.get("code.version") or tags.get("mlflow.source.git.commit")
-                      or tags.get("mlflow.source.name") or None,
-                      "params": dict(run.data.params) if run else {}}
+            lin = tracking.lineage(self.name, str(version))
+            tags = {**lin.get("run_tags", {}), **lin.get("version_tags", {})}
+            digests = [d["digest"] for d in lin.get("datasets", []) if d.get("digest")]
+            entry |= {"run_id": lin.get("run_id"),
+                      "data": tags.get("data.fingerprint") or (digests[0] if digests else None),
+                      "code": tags.get("code.version") or tags.get("mlflow.source.git.commit")}
         except Exception as err:  # noqa: BLE001 - recorded as untraceable, not fatal
             entry["error"] = str(err)
         self.trace.append(entry)
+
+    def _tag_lineage(self, version: str, seed: int) -> None:
+        """Give a version registered outside the pipeline (the baseline, a hand-made
+        challenger) the pipeline's identity tags: the fingerprint of the exact rows
+        :func:`course_helpers.model.train` fitted it on, and a hash of the code that did."""
+        import hashlib
+
+        from .. import model as course_model
+        from .. import tracking
+        from ..data import make_dataset
+        from ..pipeline.steps import fingerprint
+        from ..rollout import faults
+
+        X, y = make_dataset(config.get_profile(self.plan.profile).n_rows, seed=seed)
+        code = hashlib.sha256(Path(course_model.__file__).read_bytes()
+                              + Path(faults.__file__).read_bytes()).hexdigest()[:12]
+        c = tracking.client()
+        for key, value in (("data.fingerprint", fingerprint(X.assign(label=y))),
+                           ("data.source", f"course_helpers.data.make_dataset(seed={seed})"),
+                           ("code.version", code)):
+            c.set_model_version_tag(self.name, version, key, value)
 
     # one day --------------------------------------------------------------------------
     def run_day(self, day: int) -> dict:
@@ -439,8 +488,7 @@ class Week:
             drift.export(res)
             drift.save_recent(X, y)
             events = p.events_on(day)
-            if "kill" in events:
-                self._kill_and_heal()
+            killed = self._kill() if "kill" in events else None
             candidate = None
             if res["alert"]:
                 candidate = self._drift_retrain(rec, res)
@@ -453,11 +501,14 @@ class Week:
 
                 v = make_challenger("slow", name=self.name, seed=100 + day,
                                     profile=p.profile, delay_ms=p.slow_delay_ms)
+                self._tag_lineage(v, seed=100 + day)
                 rec["registered"].append(v)
                 self.trace_version(v, "challenger registered by hand (slow: seeded fault)")
                 self.event("registered", f"{self.name} v{v} (a challenger with a seeded "
                                          f"{p.slow_delay_ms:g} ms delay)")
                 self._gate_and_canary(rec, v, X, y, retrained=False, bad=True)
+            if killed:
+                self._wait_healed(*killed)
             rest = p.day_s - (time.time() - begin)
             if rest > 0:
                 time.sleep(rest)
@@ -481,6 +532,11 @@ class Week:
                                              p.slo_availability)
         rps = float(res.get("rps") or 0.0)
         rec["cost_per_1m"] = cost_per_1m(rps, len(self.dep.replicas)) if rps else None
+        with self._lock:
+            seen = self.day_alerts.get(rec["day"], set())
+        # a drift alert still firing from an earlier day is that day's, not this one's
+        seen = {a for a in seen if a != "ModelInputDrift"}
+        rec["alerts"] = sorted(set(rec["alerts"]) | seen)
         seconds = res.get("timeline") or []
         with self._lock:
             rows = [s for s in self.samples if s["day"] == rec["day"] and "requests" not in s]
@@ -489,20 +545,23 @@ class Week:
             r.update(f)
             r["canary_weight"] = weight_at(self.canary_points, r["epoch"])
 
-    def _kill_and_heal(self) -> None:
-        time.sleep(min(2.0, self.plan.day_s / 3))  # under traffic for a moment first
+    def _kill(self) -> tuple:
+        """SIGKILL production replica 1 under traffic; returns ``(replica, killed_at)``."""
+        time.sleep(min(1.0, self.plan.day_s / 4))  # under traffic for a moment first
         r = self.backend.kill_replica(self.dep, 1)
-        killed = time.time()
         self.event("replica_killed", f"SIGKILL {r.name}")
-        deadline = killed + 120
-        while time.time() < deadline:
+        return r, time.time()
+
+    def _wait_healed(self, r, killed: float, timeout_s: float = 120.0) -> None:
+        """Until the restart policy brought the killed replica back and every one is ready."""
+        while time.time() < killed + timeout_s:
             states = self.backend.status(self.dep)
             if states[1]["restarts"] >= 1 and all(s["ready"] for s in states):
                 self.event("replica_healed", f"{r.name} restarted by the restart policy and "
                                              f"ready {time.time() - killed:.1f} s after the kill")
                 return
             time.sleep(0.25)
-        raise DayFailed(f"replica {r.name} was not back within 120 s", fatal=True)
+        raise DayFailed(f"replica {r.name} was not back within {timeout_s:g} s", fatal=True)
 
     def _drift_retrain(self, rec: dict, res: dict) -> str | None:
         """The drift alert's path: Prometheus rule -> Alertmanager -> receiver -> pipeline."""
