@@ -132,10 +132,17 @@ def evaluate(data: dict, run_dir: Path | None = None) -> Checklist:
                          + ", ".join(f"v{t['version']} ({t.get('how')})" for t in lineage
                                      if t not in traced)))
     contract = _lines(gates, "serving contract")
-    add("infrastructure", "training/serving skew is tested (the server calls the model as it "
-        "was trained)",
-        bool(contract) and all(ln.startswith("PASS") for ln in contract) if contract else None,
-        "; ".join(contract[:1]) + (f" ({len(contract)} checks)" if contract else "no model gate"))
+    skew = data.get("skew", [])
+    evidence = [f"served vs offline probabilities of v{k['version']} on {k['rows']} rows: "
+                + (f"max |diff| {k['max_abs_diff']:.2g}" if "max_abs_diff" in k
+                   else k.get("error", "?")) for k in skew[:2]]
+    if contract:
+        evidence.append(f"{contract[0]} ({len(contract)} gate checks)")
+    add("infrastructure", "training/serving skew is tested (the server answers as the trained "
+        "model does)",
+        (all(k["passed"] for k in skew) and all(ln.startswith("PASS") for ln in contract))
+        if skew or contract else None,
+        "; ".join(evidence) or "no skew check and no model gate")
     steps = plan.get("canary_steps") or []
     second = steps[1] if len(steps) > 1 else None
     bad = [c for c in canaries if c.get("bad")]

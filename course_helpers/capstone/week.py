@@ -193,6 +193,7 @@ class Week:
                             bad_model_max_weight=0)
         self.gates: list[dict] = []
         self.day_alerts: dict[int, set[str]] = {}
+        self.skew: list[dict] = []
         self.canaries: list[dict] = []
         self.trace: list[dict] = []
         self.cum = {"requests": 0, "failed": 0}
@@ -343,6 +344,11 @@ class Week:
             raise self._monitoring.error
         self.say(f"deploying {self.name} v{self.version}: 2 replicas behind nginx ...")
         self.dep = self.backend.up(spec)
+        import mlflow.sklearn
+
+        with tracking.using():
+            served = mlflow.sklearn.load_model(f"models:/{self.name}/{self.version}")
+        self._skew_check(self.version, served, X_ref)
 
     def _baseline(self) -> str:
         """The version every week starts from: the course model trained on the training
@@ -728,6 +734,32 @@ class Week:
             self.event("rolled_back", f"v{version}: {report['outcome']} at {max_w}% "
                                       f"(production stays on v{self.version})")
 
+    def _skew_check(self, version: str, model, X) -> None:
+        """Training/serving skew, tested: the same rows through production's nginx and
+        through the registered model in this process must give the same probabilities."""
+        import urllib.request
+
+        import numpy as np
+
+        rows = X.head(50)
+        body = json.dumps({"rows": rows.to_dict("records")}).encode()
+        req = urllib.request.Request(self.dep.url + "/predict", data=body,
+                                     headers={"Content-Type": "application/json"})
+        entry = {"day": self.day, "version": str(version), "rows": len(rows)}
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                out = json.loads(resp.read())
+            served = np.asarray(out["probabilities"], dtype=float)[:, -1]
+            names = list(getattr(model, "feature_names_in_", rows.columns))
+            offline = model.predict_proba(rows[names])[:, -1]
+            diff = float(np.max(np.abs(served - offline)))
+            entry |= {"served_version": str(out.get("model_version")),
+                      "max_abs_diff": diff,
+                      "passed": diff <= 1e-6 and str(out.get("model_version")) == str(version)}
+        except Exception as err:  # noqa: BLE001 - a failed check is evidence, not a crash
+            entry |= {"passed": False, "error": str(err)}
+        self.skew.append(entry)
+
     def _replica_handle(self, index: int):
         """A :class:`~course_helpers.serving.server.ServerHandle` for production replica
         ``index`` (no prediction log of its own)."""
@@ -782,6 +814,7 @@ class Week:
         self.monitor = drift.DriftMonitor().fit(X, model, y)
         drift.export({"alert": False, "window": self.day, "psi": {}, "ks_p": {},
                       "flagged_features": []})
+        self._skew_check(version, model, X)
 
     # writing --------------------------------------------------------------------------
     def data(self) -> dict:
@@ -798,7 +831,8 @@ class Week:
                 "plan": dataclasses.asdict(self.plan),
                 "slo": {"availability": self.plan.slo_availability,
                         "p95_ms": self.plan.slo_p95_ms},
-                "gates": self.gates, "canaries": self.canaries, "lineage": self.trace}
+                "gates": self.gates, "canaries": self.canaries, "lineage": self.trace,
+                "skew": self.skew}
 
     def write(self) -> dict:
         import pandas as pd

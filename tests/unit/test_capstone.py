@@ -199,3 +199,13 @@ def test_report_md_and_plot_from_artefacts(tmp_path):
     assert len(fig.axes) >= 5
     md = report_md(data)
     assert "drift seeded on day 2, detected on day 2" in md and "rolled_back" in md
+
+
+def test_checklist_skew_item_reads_the_served_vs_offline_check():
+    ok = {"day": 0, "version": "1", "rows": 50, "max_abs_diff": 0.0, "passed": True}
+    bad = {"day": 2, "version": "2", "rows": 50, "max_abs_diff": 0.3, "passed": False}
+    item = lambda ck: ck.table().set_index("item")["result"].filter(like="skew").iloc[0]  # noqa: E731
+    assert item(evaluate(_run_data(skew=[ok]))) == "PASS"
+    assert item(evaluate(_run_data(skew=[ok, bad]))) == "FAIL"
+    assert "max |diff| 0.3" in evaluate(_run_data(skew=[bad, ok])).table().query(
+        "item.str.contains('skew')")["evidence"].iloc[0]
