@@ -474,6 +474,7 @@ class Week:
                                "rolled_back": None, "requests": 0, "failed_requests": 0,
                                "p95_ms": None, "slo_budget_left": None, "cost_per_1m": None,
                                "status": "ok"}
+        self.partial = rec  # what a failing day still records
         begin = time.time()
         X, y = drift.make_window("covariate", day, p.rows, seed=self.seed, onset=p.drift_day)
         batch = X.assign(label=y)
@@ -518,11 +519,18 @@ class Week:
             rest = p.day_s - (time.time() - begin)
             if rest > 0:
                 time.sleep(rest)
-        finally:
-            load, self.load = self.load, None
-            res_load = load.stop() if load is not None else {}
-        self._day_load(rec, res_load, begin)
+        except KeyboardInterrupt:
+            raise  # teardown kills Locust: no results to wait for
+        except BaseException:
+            self._end_load(rec, begin)  # a failing day still counts its traffic
+            raise
+        self._end_load(rec, begin)
         return rec
+
+    def _end_load(self, rec: dict, begin: float) -> None:
+        load, self.load = self.load, None
+        if load is not None:
+            self._day_load(rec, load.stop(), begin)
 
     def _day_load(self, rec: dict, res: dict, begin: float) -> None:
         p = self.plan
@@ -702,10 +710,16 @@ class Week:
         finally:
             pool.handles.pop(lent, None)  # production's, not the pool's to stop
             pool.close()
+        # the report's points are analyses (the end of each interval): a weight was in force
+        # from the analysis before it (the first from one interval earlier)
         t_zero = time.time() - report.get("seconds", 0)
+        prev = None
         for pt in report.get("timeline", []):
-            self.canary_points.append((t_zero + pt["t"], int(pt["weight"])))
+            since = prev if prev is not None else pt["t"] - p.canary_interval_s
+            self.canary_points.append((t_zero + max(0.0, since), int(pt["weight"])))
+            prev = pt["t"]
         self.canary_points.append((time.time(), 0))
+        self.canary_points.sort()
         max_w = max([s["weight"] for s in report["steps"]] or [0])
         for s in report["steps"]:
             self.event("canary_step", f"v{version} at {s['weight']}%: {s['verdict']} "
@@ -905,8 +919,10 @@ def run_week(profile: str = "classroom", days: int | None = None, out: str | Pat
             except (DayFailed, CourseError, RuntimeError, OSError, ValueError) as err:
                 msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 week.event("day_failed", msg)
-                rec = {k: None for k in DAY_KEYS} | {"day": day, "alerts": [], "registered": [],
-                                                     "status": f"failed: {msg}"}
+                partial = getattr(week, "partial", None) or {}
+                rec = {k: None for k in DAY_KEYS} | {"alerts": [], "registered": []} | (
+                    partial if partial.get("day") == day else {}) | {
+                    "day": day, "status": f"failed: {msg}"}
                 fatal = getattr(err, "fatal", False) or not _healthy(week)
                 week.days.append(rec)
                 week.write()

@@ -209,3 +209,44 @@ def test_checklist_skew_item_reads_the_served_vs_offline_check():
     assert item(evaluate(_run_data(skew=[ok, bad]))) == "FAIL"
     assert "max |diff| 0.3" in evaluate(_run_data(skew=[bad, ok])).table().query(
         "item.str.contains('skew')")["evidence"].iloc[0]
+
+
+def _fake_day(day: int) -> dict:
+    return {"day": day, "rows": 10, "drift_score": 0.0, "alerts": [], "pipeline_runs": 0,
+            "registered": [], "promoted": None, "rolled_back": None, "requests": 100,
+            "failed_requests": 0, "p95_ms": 5.0, "slo_budget_left": 1.0, "cost_per_1m": 1.0,
+            "status": "ok"}
+
+
+@pytest.mark.parametrize("fatal", [False, True])
+def test_a_failing_day_is_recorded_and_the_week_goes_on_or_stops(tmp_path, monkeypatch, fatal):
+    """The day loop alone (servers replaced): a failure is kept in ``status`` with what the
+    day measured; the week goes on while production serves, else stops naming the day."""
+    calls = []
+
+    def run_day(self, day):
+        calls.append(day)
+        if day == 2:
+            self.partial = _fake_day(2) | {"requests": 42}
+            raise week.DayFailed("the pipeline run failed: boom\ntraceback lines", fatal=fatal)
+        return _fake_day(day)
+
+    monkeypatch.setattr(week.Week, "setup", lambda self: None)
+    monkeypatch.setattr(week.Week, "teardown", lambda self: None)
+    monkeypatch.setattr(week.Week, "run_day", run_day)
+    monkeypatch.setattr(week, "_healthy", lambda w: True)
+    if fatal:
+        with pytest.raises(CourseError, match=r"^day 2 failed and production is not serving"):
+            week.run_week("smoke", 3, out=tmp_path, verbose=False)
+        assert calls == [1, 2]
+    else:
+        rep = week.run_week("smoke", 3, out=tmp_path, verbose=False)
+        assert calls == [1, 2, 3]
+        assert [d["status"] for d in rep.days] == ["ok", "failed: the pipeline run failed: boom",
+                                                   "ok"]
+        assert rep.days[1]["requests"] == 42  # what the day measured before it failed
+        assert rep.summary["slo_met"] is False  # a failed day is not a met SLO
+    data = json.loads((tmp_path / "capstone.json").read_text())
+    assert data["days"][1]["status"].startswith("failed: ")
+    assert [e["kind"] for e in data["events"]] == ["day_failed"]
+    assert (tmp_path / "timeline.csv").exists() and (tmp_path / "memory.csv").exists()
