@@ -696,6 +696,9 @@ class Week:
         stable_uri = f"models:/{self.name}/{self.version}"
         canary_uri = f"models:/{self.name}/{version}"
         started = time.time()
+        # the analysis reads the two servers' /metrics directly (lesson 09's scrape mode):
+        # Prometheus's file discovery would find the new canary only after up to 5 s, one
+        # wasted analysis per canary; Prometheus still watches production all week
         pool = ServerPool(prefix="capstone-canary")
         # the stable track is production replica 0, lent to the canary (one model server
         # fewer: ~300 MB on Binder); the pool starts only the canary's server
@@ -704,7 +707,7 @@ class Week:
         try:
             report = run_canary(stable_uri, canary_uri, steps, p.canary_interval_s,
                                 thresholds=Thresholds(min_requests=p.min_requests),
-                                metrics="prometheus", users=p.canary_users,
+                                metrics="scrape", users=p.canary_users,
                                 profile=p.profile, out=self.out / f"canary-day{self.day}",
                                 promote=False, verbose=False, servers=pool)
         finally:
