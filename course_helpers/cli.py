@@ -161,7 +161,7 @@ def _demo(args: argparse.Namespace) -> int:
 # adds parsers with ``set_defaults(func=...)``. Keep their module-level imports light.
 CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_helpers.cicd",
                "course_helpers.features", "course_helpers.monitoring",
-               "course_helpers.rollout")
+               "course_helpers.rollout", "course_helpers.capstone")
 
 
 def build_parser() -> argparse.ArgumentParser:
