@@ -187,7 +187,9 @@ def run_notebook(path: str | Path, profile: str = "smoke", timeout_s: int | None
     nb = nbformat.read(str(path), as_version=4)
     sampler = TreeMemorySampler()
     client = NotebookClient(
-        nb, timeout=timeout_s or prof.cell_timeout_s, kernel_name="python3",
+        # a lesson with a longer budget (the capstone's week is one cell) gets it per cell too
+        nb, timeout=timeout_s or max(prof.cell_timeout_s, int(budget_s(path.stem))),
+        kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.on_notebook_start = lambda **_: sampler.start(client.km.provisioner.pid)
