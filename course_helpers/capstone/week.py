@@ -905,6 +905,9 @@ def run_week(profile: str = "classroom", days: int | None = None, out: str | Pat
     if backend not in ("local", "auto", "docker"):
         raise CourseError(f"unknown backend {backend!r}: choose local, docker or auto")
     out = Path(out) if out else config.workspace_dir("capstone", plan.profile)
+    if out.resolve() == (config.workspace() / "run").resolve():
+        raise CourseError(f"{out} is where the supervisor keeps its records (it deletes JSON "
+                          "files it cannot read there): choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("capstone.json", "timeline.csv", "memory.csv", "timeline.png", "report.md"):
         (out / stale).unlink(missing_ok=True)
