@@ -336,8 +336,10 @@ class Week:
         X_ref, y_ref, model = drift.reference(p.profile, seed=self.seed)
         self.monitor = drift.DriftMonitor().fit(X_ref, model, y_ref)
         cpus = min(2.0, config.cpu_limit())
+        # 1 GB a replica (lesson 02's default): a replica holds ~600 MB RSS (master and its
+        # forked worker), and a tighter memory cgroup OOM-kills it over and over under load
         spec = DeploymentSpec.many_small(f"models:/{self.name}/{self.version}", replicas=2,
-                                         memory_mb=1024, cpus=cpus, name=STABLE)
+                                         memory_mb=2048, cpus=cpus, name=STABLE)
         self.backend = get_backend(self.backend_name, verbose=False)
         self._monitoring.join()
         if self._monitoring.error is not None:
