@@ -336,8 +336,10 @@ class Week:
         X_ref, y_ref, model = drift.reference(p.profile, seed=self.seed)
         self.monitor = drift.DriftMonitor().fit(X_ref, model, y_ref)
         cpus = min(2.0, config.cpu_limit())
+        # 1 GB a replica (lesson 02's default): a replica holds ~600 MB RSS (master and its
+        # forked worker), and a tighter memory cgroup OOM-kills it over and over under load
         spec = DeploymentSpec.many_small(f"models:/{self.name}/{self.version}", replicas=2,
-                                         memory_mb=1024, cpus=cpus, name=STABLE)
+                                         memory_mb=2048, cpus=cpus, name=STABLE)
         self.backend = get_backend(self.backend_name, verbose=False)
         self._monitoring.join()
         if self._monitoring.error is not None:
@@ -905,6 +907,9 @@ def run_week(profile: str = "classroom", days: int | None = None, out: str | Pat
     if backend not in ("local", "auto", "docker"):
         raise CourseError(f"unknown backend {backend!r}: choose local, docker or auto")
     out = Path(out) if out else config.workspace_dir("capstone", plan.profile)
+    if out.resolve() == (config.workspace() / "run").resolve():
+        raise CourseError(f"{out} is where the supervisor keeps its records (it deletes JSON "
+                          "files it cannot read there): choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("capstone.json", "timeline.csv", "memory.csv", "timeline.png", "report.md"):
         (out / stale).unlink(missing_ok=True)

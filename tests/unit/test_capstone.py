@@ -250,3 +250,9 @@ def test_a_failing_day_is_recorded_and_the_week_goes_on_or_stops(tmp_path, monke
     assert data["days"][1]["status"].startswith("failed: ")
     assert [e["kind"] for e in data["events"]] == ["day_failed"]
     assert (tmp_path / "timeline.csv").exists() and (tmp_path / "memory.csv").exists()
+
+
+def test_the_supervisors_record_folder_is_refused_as_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    with pytest.raises(CourseError, match="choose another --out"):
+        week.run_week("smoke", out=tmp_path / "run", verbose=False)
