@@ -34,6 +34,19 @@ from nbgrader.preprocessors.execute import UnresponsiveKernelError
 from traitlets import Float, Integer, Unicode
 
 KERNEL_DIED = "KernelDied"
+# Assignments whose cells run a real tool that needs more than the default cell timeout.
+# Each assignment states its budget in its introduction; the grader, not the notebook (which
+# a student can edit), decides it. a03 starts Prefect's temporary API server in its set-up
+# cell: 10-21 s on a quiet machine, 37-65 s measured on a loaded two-CPU grader.
+CELL_BUDGET_S: dict[str, int] = {"a03_pipelines": 120}
+
+
+def cell_budget(assignment: str, default: float | None) -> float | None:
+    """Seconds a cell of ``assignment`` may run: its stated budget, never below ``default``
+    (None: no limit)."""
+    if default is None:
+        return None
+    return max(float(default), float(CELL_BUDGET_S.get(assignment, 0)))
 TIMEOUT = "CellTimeoutError"  # the ename nbgrader's Execute gives a cell that timed out
 
 
@@ -56,6 +69,9 @@ class RobustExecute(Execute):
     ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None):
+        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment", "")
+        self._default_timeout = getattr(self, "_default_timeout", self.timeout)
+        self.timeout = cell_budget(assignment, self._default_timeout)
         self._restarts = 0
         self._broken: set[int] = set()
         return super().preprocess(nb, resources, km)
