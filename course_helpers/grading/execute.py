@@ -69,9 +69,7 @@ class RobustExecute(Execute):
     ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None):
-        assignment = ((resources or {}).get("nbgrader") or {}).get("assignment", "")
-        self._default_timeout = getattr(self, "_default_timeout", self.timeout)
-        self.timeout = cell_budget(assignment, self._default_timeout)
+        self._assignment = ((resources or {}).get("nbgrader") or {}).get("assignment", "")
         self._restarts = 0
         self._broken: set[int] = set()
         return super().preprocess(nb, resources, km)
@@ -85,6 +83,8 @@ class RobustExecute(Execute):
             return super().start_new_kernel(**kwargs)
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int):
+        # here, not in preprocess: nbconvert re-initialises the client from the config there
+        self.timeout = cell_budget(getattr(self, "_assignment", ""), self.timeout)
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
