@@ -38,3 +38,28 @@ def test_a03_grades_with_a_default_timeout_shorter_than_prefects_start(workspace
     from course_helpers import grading
 
     assert grading.grade_ci(["a03_pipelines"], timeout=5) == 0, capsys.readouterr().out
+
+
+def test_a03_prefect_flow_runs_in_the_process_sandbox(workspace, tmp_path):
+    """The student's flow runs for real inside the process sandbox (no network, its own
+    loopback for Prefect's temporary server): the solution keeps every autograded point."""
+    import csv
+
+    import nbformat
+
+    need(importlib.util.find_spec("nbgrader") is not None, "nbgrader (pip install -e .)")
+    from course_helpers import grading
+    from course_helpers.grading.sandbox import process_sandbox_available
+
+    ok, why = process_sandbox_available()
+    need(ok, f"the process sandbox ({why})")
+    source = ROOT / "assignments" / "source" / "a03_pipelines" / "a03_pipelines.ipynb"
+    (tmp_path / "subs").mkdir()
+    nbformat.write(nbformat.read(str(source), as_version=4), str(tmp_path / "subs" / "ada.ipynb"))
+    assert grading.grade_batch("a03_pipelines", str(tmp_path / "subs"), str(tmp_path / "out"),
+                               sandbox="process") == 0
+    with open(tmp_path / "out" / "grades.csv", newline="") as fh:
+        (row,) = csv.DictReader(fh)
+    auto_max = float(row["max_score"]) - float(row["manual_pending"])
+    assert (float(row["score"]), row["status"], row["tamper"]) == (auto_max, "ok", ""), row
+    assert auto_max == 13, row
