@@ -167,6 +167,28 @@ def secret_lines(source_dir: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
+def _normalised(line: str) -> str:
+    return " ".join(line.split())
+
+
+def answers_in_package(source_dir: Path, package_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Solution lines of each assignment that the package students get also contains, verbatim
+    once whitespace is normalised: assignment -> [(line, package file)]. Only non-trivial
+    lines count (:func:`secret_lines`: at least ``MIN_LEAK_CHARS`` characters, not shown in
+    the released notebook). A task whose answer the package already holds can be copied."""
+    package: dict[str, str] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir.parent).as_posix()
+        for line in path.read_text().splitlines():
+            package.setdefault(_normalised(line), rel)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for line, (kind, where) in secret_lines(source_dir).items():
+        found = package.get(_normalised(line))
+        if kind == "solution" and found:
+            out.setdefault(where.split("/")[0], []).append((line, found))
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """A place in the copy that shows something from the instructor's side."""
