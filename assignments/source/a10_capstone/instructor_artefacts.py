@@ -44,6 +44,9 @@ PAGE_RATIO = 0.0144  # 14.4 x the 0.1 % error budget (lesson 08's fast-burn page
 BASE_MB = {"capstone-stable-1": 148.0, "capstone-stable-2": 151.0, "nginx": 11.0,
            "prometheus": 182.0, "mlflow": 263.0, "locust": 88.0}
 LEAK_PER_DAY = 0.08
+TIMELINE_COLUMNS = ["t_s", "day", "requests", "failed_requests", "rps", "p95_ms", "error_ratio",
+                    "drift_score", "version", "canary_weight", "alerts_firing"]
+MEMORY_COLUMNS = ["t_s", "day", "process", "rss_mb"]
 
 
 def roles(rng: np.random.Generator, days: int) -> dict:
@@ -254,7 +257,8 @@ def make(seed: int, base: Path | None = None) -> tuple[dict, dict[str, str]]:
     renumber(report, w.tl, answers)
     finish(report, w.tl, w.mem, rng, r, seed)
     files = {"capstone.json": json.dumps(report, indent=1) + "\n",
-             "timeline.csv": w.tl.to_csv(index=False), "memory.csv": w.mem.to_csv(index=False)}
+             "timeline.csv": w.tl[TIMELINE_COLUMNS].to_csv(index=False),
+             "memory.csv": w.mem[MEMORY_COLUMNS].to_csv(index=False)}
     answers["roles"] = r
     return answers, files
 
