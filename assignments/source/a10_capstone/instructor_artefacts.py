@@ -13,8 +13,10 @@ The base week is a seeded simulation in the format of the capstone contract
 (``capstone.json``, ``timeline.csv``, ``memory.csv``): 7 days of 20 samples 2 s apart, a
 drift retrain whose canary finishes the next day, a bad model rolled back at the first
 step, a scheduled retrain on the last day still in its canary when the week ends, and
-three harmless look-alikes in memory (prometheus's head growing ~0.7 %/day, mlflow jumping
-once when it caches a model, locust growing for three days then freeing). ``--base`` takes
+harmless look-alikes in memory (the capstone driver growing ~1 %/day and prometheus ~0.7 %/day,
+prefect jumping once by 30 %, the alert receiver growing for three days then freeing and
+spiking while it runs the retrain, a killed replica reloading). Process names and memory
+levels follow a capstone smoke run of 27 November 2026. ``--base`` takes
 a real capstone run directory instead and keeps its traffic and memory (its own day count).
 Planted on top, per seed: a leak in one replica from some day (+8 %/day of its rss), a
 scheduled retrain that registers a version nobody promotes nor rolls back, and a replica
@@ -41,8 +43,10 @@ PAGE = "ModelServerAvailabilityBurnRateFast"
 TICKET = "ModelServerLatencyBurnRateSlow"
 DRIFT = "ModelInputDrift"
 PAGE_RATIO = 0.0144  # 14.4 x the 0.1 % error budget (lesson 08's fast-burn page)
-BASE_MB = {"capstone-stable-1": 148.0, "capstone-stable-2": 151.0, "nginx": 11.0,
-           "prometheus": 182.0, "mlflow": 263.0, "locust": 88.0}
+REPLICAS = ("capstone-stable-r0", "capstone-stable-r1")
+BASE_MB = {"alert-receiver": 25.3, "alertmanager": 32.7, "capstone": 422.0,
+           "capstone-stable-lb": 14.1, "capstone-stable-r0": 608.6, "capstone-stable-r1": 609.1,
+           "prefect": 218.0, "prometheus": 51.2}
 LEAK_PER_DAY = 0.08
 TIMELINE_COLUMNS = ["t_s", "day", "requests", "failed_requests", "rps", "p95_ms", "error_ratio",
                     "drift_score", "version", "canary_weight", "alerts_firing"]
@@ -55,9 +59,9 @@ def roles(rng: np.random.Generator, days: int) -> dict:
     free = [d for d in range(2, days) if d not in (drift, drift + 1)]
     bad, stuck, missed = (int(d) for d in rng.choice(free, size=3, replace=False))
     return {"drift": drift, "bad": bad, "stuck": stuck, "missed": missed,
-            "leak_process": str(rng.choice(["capstone-stable-1", "capstone-stable-2"])),
+            "leak_process": str(rng.choice(REPLICAS)),
             "leak_start": int(rng.integers(3, days - 1)),
-            "mlflow_step": int(rng.integers(2, days)), "locust_from": int(rng.integers(2, days - 2))}
+            "step_day": int(rng.integers(2, days)), "grow_from": int(rng.integers(2, days - 2))}
 
 
 def base_week(rng: np.random.Generator, r: dict) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -79,11 +83,15 @@ def base_week(rng: np.random.Generator, r: dict) -> tuple[dict, pd.DataFrame, pd
                 level = mb
                 if p == "prometheus":
                     level *= 1 + 0.007 * frac
-                if p == "mlflow" and day >= r["mlflow_step"]:
+                if p == "capstone":
+                    level *= 1 + 0.01 * frac
+                if p == "prefect" and day >= r["step_day"]:
                     level *= 1.3
-                if p == "locust":
-                    grow = min(max(frac - (r["locust_from"] - 1), 0), 3)
-                    level *= 1 + 0.06 * grow if frac < r["locust_from"] + 2.5 else 1.0
+                if p == "alert-receiver":
+                    grow = min(max(frac - (r["grow_from"] - 1), 0), 3)
+                    level *= 1 + 0.06 * grow if frac < r["grow_from"] + 2.5 else 1.0
+                    if day == r["drift"] and 7 <= i < 10:  # it runs the retrain: a spike
+                        level = 474.0
                 mem.append({"t_s": t, "day": day, "process": p,
                             "rss_mb": round(level * (1 + float(rng.normal(0, 0.004))), 1)})
     tl, mem_df = pd.DataFrame(rows), pd.DataFrame(mem)
@@ -118,7 +126,7 @@ class Week:
         self.day(d)["pipeline_runs"] += 1
         self.day(d)["registered"].append(v)
         self.event(d, "pipeline_run", f"training pipeline ({why})")
-        self.event(d, "registered", f"churn v{v}")
+        self.event(d, "registered", f"capstone-model v{v}")
         return v
 
     def burst(self, d: int, start: int, n: int, ratio: float) -> None:
@@ -141,11 +149,11 @@ def ordinary(w: Week, r: dict) -> None:
     """Drift -> alert -> retrain -> canary over midnight; bad model rolled back at 10 %;
     a scheduled retrain on the last day still in its canary when the week ends."""
     for d in range(1, DAYS + 1):
-        w.event(d, "batch", f"day {d}: {w.day(d)['rows']} rows")
+        w.event(d, "batch", f"{w.day(d)['rows']} rows; data contract passed")
     d = r["drift"]
     w.tl.loc[w.tl.day >= d, "drift_score"] = np.round(w.rng.uniform(0.35, 0.5), 3)
     w.tl.loc[w.tl.day > d + 1, "drift_score"] = np.round(w.rng.uniform(0.03, 0.06), 3)
-    w.event(d, "drift_alert", "3 feature(s) drifted (PSI above 0.2)")
+    w.event(d, "drift_alert", "3 feature(s) drifted (max PSI 0.41); gauges published")
     w.firing(d, DRIFT, 6)
     w.event(d, "alert", f"{DRIFT} firing: Alertmanager called the receiver, retrain started")
     v = w.register(d, "alert-triggered retrain")
@@ -155,7 +163,7 @@ def ordinary(w: Week, r: dict) -> None:
     w.set_version(d, 14, "1", 0.25)
     w.event(d + 1, "canary_step", f"v{v} at 50%: continue")
     w.event(d + 1, "canary_step", f"v{v} at 100%: promote")
-    w.event(d + 1, "promoted", f"v{v} is production")
+    w.event(d + 1, "promoted", f"v{v} replaced v1 in production")
     w.day(d + 1)["promoted"] = v
     w.set_version(d + 1, 6, v, 0.0)
     b = r["bad"]
@@ -180,9 +188,12 @@ def plant(w: Week, r: dict) -> dict:
     w.event(s, "gate", f"v{v} passed the offline gate")  # and then: nothing
     m = r["missed"]
     start = int(w.rng.integers(3, PER_DAY - 8))
-    killed = next(p for p in ("capstone-stable-1", "capstone-stable-2") if p != r["leak_process"])
-    w.event(m, "replica_killed", f"{killed} killed (SIGKILL)", at=start)
-    w.event(m, "replica_healed", f"{killed} restarted by the supervisor", at=start + 4)
+    killed = next(p for p in REPLICAS if p != r["leak_process"])
+    w.event(m, "replica_killed", f"SIGKILL {killed}", at=start)
+    w.event(m, "replica_healed", f"{killed} restarted by the restart policy and ready 8.1 s "
+                                 "after the kill", at=start + 4)
+    rows = w.mem.index[(w.mem.day == m) & (w.mem.process == killed)][start:start + 3]
+    w.mem.loc[rows, "rss_mb"] = [72.4, 301.5, 590.2]  # the replica reloads its model
     w.burst(m, start, 4, 0.04)  # 4 samples at 4 %: above 0.0144 over 5 samples, not over the day
     w.firing(m, TICKET, start + 2, 3)  # the latency ticket fired; the page never did
     p, ls = r["leak_process"], r["leak_start"]
