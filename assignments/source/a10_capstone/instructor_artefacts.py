@@ -187,7 +187,7 @@ def plant(w: Week, r: dict) -> dict:
     v = w.register(s, "scheduled retrain")
     w.event(s, "gate", f"v{v} passed the offline gate")  # and then: nothing
     m = r["missed"]
-    start = int(w.rng.integers(3, PER_DAY - 8))
+    start = int(w.rng.integers(3, max(4, int((w.tl.day == m).sum()) - 8)))
     killed = next(p for p in REPLICAS if p != r["leak_process"])
     w.event(m, "replica_killed", f"SIGKILL {killed}", at=start)
     w.event(m, "replica_healed", f"{killed} restarted by the restart policy and ready 8.1 s "
@@ -197,7 +197,8 @@ def plant(w: Week, r: dict) -> dict:
     w.burst(m, start, 4, 0.04)  # 4 samples at 4 %: above 0.0144 over 5 samples, not over the day
     w.firing(m, TICKET, start + 2, 3)  # the latency ticket fired; the page never did
     p, ls = r["leak_process"], r["leak_start"]
-    frac = w.mem.day - 1 + (w.mem.groupby(["day", "process"]).cumcount() + 0.5) / PER_DAY
+    per_day = w.mem.groupby(["day", "process"]).day.transform("size")
+    frac = w.mem.day - 1 + (w.mem.groupby(["day", "process"]).cumcount() + 0.5) / per_day
     sel = (w.mem.process == p) & (frac > ls - 1)
     w.mem.loc[sel, "rss_mb"] = (w.mem.loc[sel, "rss_mb"]
                                 * (1 + LEAK_PER_DAY * (frac[sel] - (ls - 1)))).round(1)
@@ -208,7 +209,8 @@ def plant(w: Week, r: dict) -> dict:
 def renumber(report: dict, tl: pd.DataFrame, answers: dict) -> None:
     """Version numbers in the order of registration days (MLflow numbers them as they come)."""
     order = [v for d in report["days"] for v in d["registered"]]
-    new = {v: str(i + 2) for i, v in enumerate(order)}
+    first = min((int(v) for v in order), default=2)
+    new = {v: str(first + i) for i, v in enumerate(order)}
     for d in report["days"]:
         d["registered"] = [new[v] for v in d["registered"]]
         for k in ("promoted", "rolled_back"):
@@ -220,9 +222,12 @@ def renumber(report: dict, tl: pd.DataFrame, answers: dict) -> None:
         s["version"] = new[s["version"]]
 
 
-def finish(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng, r: dict, seed: int) -> None:
-    """Per-day totals, the error budget, summary: everything derived from the samples."""
-    tl["rps"] = (tl.requests / SAMPLE_S).round(2)
+def finish(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng, r: dict, seed: int,
+           real: bool = False) -> None:
+    """Per-day totals, the error budget, summary: everything derived from the samples (of a
+    real run, only what planting changed: failures, the error budget, peak memory)."""
+    if not real:
+        tl["rps"] = (tl.requests / SAMPLE_S).round(2)
     tl["error_ratio"] = (tl.failed_requests / tl.requests).round(4)
     tl["drift_score"] = tl["drift_score"].astype(float)
     budget = 0.001 * tl.requests.sum()
@@ -230,6 +235,11 @@ def finish(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng, r: dict, seed
     for rec in report["days"]:
         part = tl[tl.day == rec["day"]]
         spent += int(part.failed_requests.sum())
+        if real:
+            rec.update({"failed_requests": rec["failed_requests"] + int(
+                part.failed_requests.sum() - part.planted_base.sum()),
+                "slo_budget_left": round(max(0.0, 1 - spent / budget), 3)})
+            continue
         rec.update({"drift_score": round(float(part.drift_score.max()), 3),
                     "requests": int(part.requests.sum()),
                     "failed_requests": int(part.failed_requests.sum()),
@@ -239,25 +249,58 @@ def finish(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng, r: dict, seed
                     "status": "ok"})
     report["events"].sort(key=lambda e: e["t_s"])
     report["seed"] = seed
-    report["summary"] = {"drift_day": r["drift"], "drift_detected_day": r["drift"],
-                         "retrained_day": r["drift"], "bad_model_day": r["bad"],
-                         "bad_model_max_weight": 0.1,
-                         "slo_met": bool(spent <= budget),
-                         "wall_s": float(tl.t_s.max()),
-                         "peak_mb": round(float(mem.groupby("t_s").rss_mb.sum().max()), 1)}
+    if real:
+        report["summary"]["peak_mb"] = round(float(mem.groupby("t_s").rss_mb.sum().max()), 1)
+        report["summary"]["slo_met"] = bool(spent <= budget)
+    else:
+        report["summary"] = {"drift_day": r["drift"], "drift_detected_day": r["drift"],
+                             "retrained_day": r["drift"], "bad_model_day": r["bad"],
+                             "bad_model_max_weight": 0.1,
+                             "slo_met": bool(spent <= budget),
+                             "wall_s": float(tl.t_s.max()),
+                             "peak_mb": round(float(mem.groupby("t_s").rss_mb.sum().max()), 1)}
     keys = ["profile", "seed", "days", "summary", "events"]
     report.update({k: report.pop(k) for k in keys})
+
+
+def read_base(base: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """A real capstone run directory, cut to the contract's keys and columns."""
+    global DAYS  # noqa: PLW0603 - a real run sets the week's length
+    report = json.loads((base / "capstone.json").read_text())
+    if len(report["days"]) < 6 or any(d.get("status", "ok") != "ok" for d in report["days"]):
+        raise SystemExit(f"{base}: a base run needs 6 or more days, all ok (the classroom "
+                         "profile's week); this one has "
+                         f"{[d.get('status', 'ok')[:40] for d in report['days']]}")
+    DAYS = len(report["days"])
+    report = {"profile": report["profile"], "days": report["days"],
+              "events": report["events"], "summary": report["summary"]}
+    tl = pd.read_csv(base / "timeline.csv", dtype={"version": str})
+    tl[["requests", "failed_requests"]] = tl[["requests", "failed_requests"]].round().astype(int)
+    mem = pd.read_csv(base / "memory.csv")[MEMORY_COLUMNS]
+    return report, tl, mem
+
+
+def roles_of(rng: np.random.Generator, report: dict, mem: pd.DataFrame) -> dict:
+    """Roles in a real run: its own drift and bad-model days; the planted ones on quiet days."""
+    s = report["summary"]
+    busy = {e["day"] for e in report["events"] if e["kind"] not in ("batch", "drift_alert")}
+    quiet = [d for d in range(2, DAYS) if d not in busy] or list(range(2, DAYS))
+    stuck, missed = (int(d) for d in rng.choice(quiet, size=2, replace=len(quiet) < 2))
+    replicas = sorted(p for p in mem.process.unique() if str(p).startswith("capstone-stable-r"))
+    global REPLICAS  # noqa: PLW0603 - the real run's replica names
+    REPLICAS = tuple(replicas)
+    return {"drift": s["drift_day"], "bad": s["bad_model_day"], "stuck": stuck,
+            "missed": missed, "leak_process": str(rng.choice(replicas)),
+            "leak_start": int(rng.integers(3, DAYS - 1))}
 
 
 def make(seed: int, base: Path | None = None) -> tuple[dict, dict[str, str]]:
     """(planted answers, {file name: text}) of one seeded artefact set."""
     rng = np.random.default_rng(seed)
     if base is not None:
-        report = json.loads((base / "capstone.json").read_text())
-        tl, mem = pd.read_csv(base / "timeline.csv"), pd.read_csv(base / "memory.csv")
-        global DAYS  # noqa: PLW0603 - a real run sets the week's length
-        DAYS = len(report["days"])
-        r = roles(rng, DAYS)
+        report, tl, mem = read_base(base)
+        tl["planted_base"] = tl["failed_requests"]
+        r = roles_of(rng, report, mem)
     else:
         r = roles(rng, DAYS)
         report, tl, mem = base_week(rng, r)
@@ -266,7 +309,7 @@ def make(seed: int, base: Path | None = None) -> tuple[dict, dict[str, str]]:
     w = Week(report, tl, mem, rng)
     answers = plant(w, r)
     renumber(report, w.tl, answers)
-    finish(report, w.tl, w.mem, rng, r, seed)
+    finish(report, w.tl, w.mem, rng, r, seed, real=base is not None)
     files = {"capstone.json": json.dumps(report, indent=1) + "\n",
              "timeline.csv": w.tl[TIMELINE_COLUMNS].to_csv(index=False),
              "memory.csv": w.mem[MEMORY_COLUMNS].to_csv(index=False)}
