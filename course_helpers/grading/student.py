@@ -66,7 +66,8 @@ def repo_files(root: Path) -> list[str]:
 def is_instructor_only(rel: str) -> bool:
     """True for files that stay in the instructor's repository."""
     name = Path(rel).name
-    return rel.startswith(INSTRUCTOR_ONLY) or any(fnmatch.fnmatch(name, p) for p in INSTRUCTOR_NAMES)
+    return rel.startswith(INSTRUCTOR_ONLY) or any(fnmatch.fnmatch(name, pattern)
+                                                  for pattern in INSTRUCTOR_NAMES)
 
 
 def release_all(dest: Path, assignments: list[str] | None = None) -> list[str]:

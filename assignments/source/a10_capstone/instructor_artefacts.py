@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import re
 import zlib
@@ -131,7 +130,8 @@ class Week:
 
     def burst(self, d: int, start: int, n: int, ratio: float) -> None:
         idx = self.tl.index[self.tl.day == d][start:start + n]
-        self.tl.loc[idx, "failed_requests"] = (self.tl.loc[idx, "requests"] * ratio).round().astype(int)
+        failed = (self.tl.loc[idx, "requests"] * ratio).round().astype(int)
+        self.tl.loc[idx, "failed_requests"] = failed
 
     def firing(self, d: int, alert: str, start: int, n: int = 4) -> None:
         self.day(d)["alerts"].append(alert)
