@@ -125,7 +125,7 @@ class Week:
         self.day(d)["pipeline_runs"] += 1
         self.day(d)["registered"].append(v)
         self.event(d, "pipeline_run", f"training pipeline ({why})")
-        self.event(d, "registered", f"capstone-model v{v}")
+        self.event(d, "registered", f"simple-system v{v}")
         return v
 
     def burst(self, d: int, start: int, n: int, ratio: float) -> None:
@@ -157,26 +157,26 @@ def ordinary(w: Week, r: dict) -> None:
     w.firing(d, DRIFT, 6)
     w.event(d, "alert", f"{DRIFT} firing: Alertmanager called the receiver, retrain started")
     v = w.register(d, "alert-triggered retrain")
-    w.event(d, "gate", f"v{v} passed the offline gate (beats the champion)")
+    w.event(d, "gate", f"v{v} vs production v1: passed (PASS no regression)")
     for pct in (10, 25):
-        w.event(d, "canary_step", f"v{v} at {pct}%: continue")
+        w.event(d, "canary_step", f"v{v} at {pct}%: continue (every check passed: next step)")
     w.set_version(d, 14, "1", 0.25)
-    w.event(d + 1, "canary_step", f"v{v} at 50%: continue")
-    w.event(d + 1, "canary_step", f"v{v} at 100%: promote")
-    w.event(d + 1, "promoted", f"v{v} replaced v1 in production")
+    w.event(d + 1, "canary_step", f"v{v} at 50%: continue (every check passed: next step)")
+    w.event(d + 1, "canary_step", f"v{v} at 100%: promote (every check passed at 100 %)")
+    w.event(d + 1, "promoted", f"v{v} replaced v1 in production (replicas restarted one at a time)")
     w.day(d + 1)["promoted"] = v
     w.set_version(d + 1, 6, v, 0.0)
     b = r["bad"]
     v = w.register(b, "scheduled retrain")
-    w.event(b, "gate", f"v{v} passed the offline gate")
-    w.event(b, "canary_step", f"v{v} at 10%: rollback (error ratio 0.30 > 0.01)")
-    w.event(b, "rolled_back", f"v{v} rolled back at 10%")
+    w.event(b, "gate", f"v{v} vs production: passed (PASS no regression)")
+    w.event(b, "canary_step", f"v{v} at 10%: rollback (failed error_ratio (0.30 > 0.01))")
+    w.event(b, "rolled_back", f"v{v}: rolled_back at 10% (production stays on the champion)")
     w.day(b)["rolled_back"] = v
     w.burst(b, 8, 4, 0.03)
     w.firing(b, PAGE, 9, 3)
     last = DAYS
     v = w.register(last, "scheduled retrain")
-    w.event(last, "gate", f"v{v} passed the offline gate")
+    w.event(last, "gate", f"v{v} vs production: passed (PASS no regression)")
     w.event(last, "canary_step", f"v{v} at 10%: continue")
     w.set_version(last, 15, w.tl.loc[w.tl.day == last, "version"].iloc[0], 0.1)
 
@@ -185,7 +185,7 @@ def plant(w: Week, r: dict) -> dict:
     """The three problems the student must find; returns the answers."""
     s = r["stuck"]
     v = w.register(s, "scheduled retrain")
-    w.event(s, "gate", f"v{v} passed the offline gate")  # and then: nothing
+    w.event(s, "gate", f"v{v} vs production: passed (PASS no regression)")  # then nothing
     m = r["missed"]
     start = int(w.rng.integers(3, max(4, int((w.tl.day == m).sum()) - 8)))
     killed = next(p for p in REPLICAS if p != r["leak_process"])
@@ -268,8 +268,8 @@ def read_base(base: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     global DAYS  # noqa: PLW0603 - a real run sets the week's length
     report = json.loads((base / "capstone.json").read_text())
     if len(report["days"]) < 6 or any(d.get("status", "ok") != "ok" for d in report["days"]):
-        raise SystemExit(f"{base}: a base run needs 6 or more days, all ok (the classroom "
-                         "profile's week); this one has "
+        raise SystemExit(f"{base}: a base run needs 6 or more days, all ok (`mlops-course "
+                         "capstone run --profile classroom --days 7`); this one has "
                          f"{[d.get('status', 'ok')[:40] for d in report['days']]}")
     DAYS = len(report["days"])
     report = {"profile": report["profile"], "days": report["days"],
