@@ -12,6 +12,7 @@ is found (:func:`find_leaks`).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -24,8 +25,9 @@ from ..errors import CourseError
 INSTRUCTOR_ONLY = ("assignments/source/", "assignments/release/", "tests/grading/", ".ci/",
                    "tests/binder/test_student_copy.py", "tests/browser/",
                    "tests/unit/test_student_links.py")
-#: File names dropped wherever they are.
-INSTRUCTOR_NAMES = ("mutants.yaml",)
+#: File names (glob patterns) dropped wherever they are: mutants, and the instructor's scripts
+#: beside an assignment (``instructor_*``, also ignored by ``assignments/nbgrader_config.py``).
+INSTRUCTOR_NAMES = ("mutants.yaml", "instructor_*")
 #: Files allowed to contain the nbgrader marker strings: the code that recognises them.
 MARKER_ALLOWED = ("course_helpers/grading/course.py", "course_helpers/grading/student.py")
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
@@ -63,7 +65,9 @@ def repo_files(root: Path) -> list[str]:
 
 def is_instructor_only(rel: str) -> bool:
     """True for files that stay in the instructor's repository."""
-    return rel.startswith(INSTRUCTOR_ONLY) or Path(rel).name in INSTRUCTOR_NAMES
+    name = Path(rel).name
+    return rel.startswith(INSTRUCTOR_ONLY) or any(fnmatch.fnmatch(name, pattern)
+                                                  for pattern in INSTRUCTOR_NAMES)
 
 
 def release_all(dest: Path, assignments: list[str] | None = None) -> list[str]:

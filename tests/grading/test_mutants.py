@@ -31,7 +31,7 @@ def test_every_mutant_loses_points(workspace, capsys):
     out = capsys.readouterr().out
     for a in ("a00_warmup", "a01_simple_system", "a02_scaling", "a03_pipelines",
               "a04_deployment_spec", "a05_ci_cd", "a06_tracking", "a07_features",
-              "a08_monitoring", "a09_rollout"):
+              "a08_monitoring", "a09_rollout", "a10_capstone"):
         mutants = load_mutants(ASSIGNMENTS / "source" / a)
         assert len(mutants) >= 5, a
         for m in mutants:
