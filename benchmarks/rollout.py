@@ -104,6 +104,13 @@ def main() -> None:
                                     batch=stats.sample_size(0.10, 0.01) // 50, tau=0.01)
     print(f"peeking_n_sims={peek['n_sims']} peeking_fpr_fixed={peek['fpr_fixed']:.4f} "
           f"peeking_se={peek['se']:.4f}")
+    if sh["mirror_p95_ratio"] > 1.10:
+        print(f"mirror_note=above the 1.10 goal: every mirrored request is computed twice on "
+              f"{len(os.sched_getaffinity(0))} CPUs shared with other work (load average "
+              f"{sh['loadavg_1m'][0]}-{sh['loadavg_1m'][1]}); the p50 rises "
+              f"{sh['pooled']['off']['p50_ms']} -> {sh['pooled']['mirror']['p50_ms']} ms with the "
+              f"shadow isolated, {sh['pooled']['mirror_unisolated']['p50_ms']} ms without; a "
+              f"platform runs the shadow on other nodes")
     print(f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"rollback_s={bad.get('rollback_s')}")
     print(f"promotion_failed_requests={good['failed_requests'] if good['outcome'] == 'promoted' else 'not_promoted'}")

@@ -71,14 +71,23 @@ class Isolation:
     niceness: int
     primary_cpus: list[int] | None
     shadow_cpus: list[int] | None
+    idle: bool = False
     _saved: list = dataclasses.field(default_factory=list, repr=False)
+    _policies: list = dataclasses.field(default_factory=list, repr=False)
 
     def describe(self) -> dict:
-        return {"shadow_niceness": self.niceness, "primary_cpus": self.primary_cpus,
-                "shadow_cpus": self.shadow_cpus}
+        return {"shadow_niceness": self.niceness, "shadow_sched_idle": self.idle,
+                "primary_cpus": self.primary_cpus, "shadow_cpus": self.shadow_cpus}
 
     def restore(self) -> None:
         import psutil
+
+        for pid, policy in self._policies:
+            try:
+                os.sched_setscheduler(pid, policy, os.sched_param(0))
+            except OSError:
+                pass
+        self._policies.clear()
 
         for proc, nice, cpus in self._saved:
             try:
@@ -100,7 +109,8 @@ def _tree(pid: int) -> list:
 
 
 def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
-                   pin: bool = True) -> Isolation:
+                   pin: bool = True, pin_primary: bool = True,
+                   idle: bool = False) -> Isolation:
     """Keep a shadow from taking CPU from the live server on the same machine: the shadow's
     processes (``shadow_pid`` and its children: gunicorn's master and workers) get
     ``niceness`` (the scheduler serves the live server first), and with ``pin`` and at least
@@ -122,10 +132,20 @@ def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
             proc.nice(max(proc.nice(), niceness))
         except psutil.Error:
             pass
+    if idle and hasattr(os, "SCHED_IDLE"):
+        iso.idle = True
+        for proc in shad:
+            try:
+                iso._policies.append((proc.pid, os.sched_getscheduler(proc.pid)))
+                os.sched_setscheduler(proc.pid, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:
+                pass
     if pin and len(cpus) >= 2:
-        iso.primary_cpus, iso.shadow_cpus = [cpus[0]], [cpus[1]]
+        iso.shadow_cpus = [cpus[-1]]
+        if pin_primary:
+            iso.primary_cpus = [cpus[0]]
         for procs, mine in ((prim, iso.primary_cpus), (shad, iso.shadow_cpus)):
-            for proc in procs:
+            for proc in procs if mine else []:
                 try:
                     proc.cpu_affinity(mine)
                 except psutil.Error:
@@ -139,7 +159,8 @@ RAW_LOCUSTFILE = Path(__file__).with_name("locust_raw.py")
 def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                out: str | Path | None = None, rate_per_user: float = 10.0,
                duration_s: int | None = None, servers=None, phase_s: float | None = None,
-               isolate: bool = True, compare_unisolated: bool = False) -> dict:
+               isolate: bool | dict = True, compare_unisolated: bool = False,
+               variants: dict[str, dict | None] | None = None) -> dict:
     """Serve ``stable_uri`` behind nginx and load it with Locust with and without a mirror
     to ``shadow_uri``; compare the client p95 (``mirror_p95_ratio`` = with / without) and
     the two prediction logs. Writes ``shadow.json``; stops everything it started.
@@ -150,9 +171,10 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     profile's); each request counts for the condition it started in (the first
     ``SETTLE_S`` after a switch count for none), and each p95 is over every such request.
     Others' load on the machine then falls on both conditions alike.
-    ``isolate``: while the mirror is on, nice the shadow and pin the two servers to
-    different CPUs (:func:`isolate_shadow`); ``compare_unisolated`` adds phases of the
-    mirror without isolation (``mirror_p95_ratio_unisolated``). ``servers``: a
+    ``isolate``: while the mirror is on, isolate the shadow (:func:`isolate_shadow`; a dict
+    gives its keyword arguments); ``compare_unisolated`` adds phases of the mirror without
+    isolation (``mirror_p95_ratio_unisolated``); ``variants`` adds more mirror conditions,
+    ``{name: isolate_shadow kwargs or None}``, each with its ``p95_ratio_<name>``. ``servers``: a
     :class:`.canary.ServerPool` to take the two model servers from (kept running, their
     priority and CPUs restored).
     """
@@ -167,7 +189,12 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     prof = config.get_profile(profile)
     duration_s = duration_s or prof.duration_s
     phase_s = phase_s or (2.0 if prof.name == "smoke" else 3.0)
-    conditions = ["off", "mirror"] + (["mirror_unisolated"] if compare_unisolated else [])
+    iso_kw: dict[str, dict | None] = {"off": None, "mirror": (
+        (isolate if isinstance(isolate, dict) else {}) if isolate else None)}
+    if compare_unisolated:
+        iso_kw["mirror_unisolated"] = None
+    iso_kw |= variants or {}
+    conditions = list(iso_kw)
     n_phases = max(2, round(duration_s / phase_s))
     order = [c for i in range(n_phases)
              for c in (conditions if i % 2 == 0 else conditions[::-1])]  # ABBA: drift cancels
@@ -202,8 +229,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                 time.sleep(0.1)
             time.sleep(SETTLE_S)  # every user has started
             for cond in order:
-                if cond == "mirror" and isolate:
-                    iso = isolate_shadow(handles["stable"].pid, handles["shadow"].pid)
+                if iso_kw[cond] is not None:
+                    iso = isolate_shadow(handles["stable"].pid, handles["shadow"].pid,
+                                         **iso_kw[cond])
                 lb.update(ups, default="primary", mirror=None if cond == "off" else "shadow")
                 t_start = time.time()
                 phases.append({"condition": cond, "from": t_start + SETTLE_S,
@@ -212,7 +240,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                 phases[-1]["to"] = time.time()
                 if iso is not None:
                     iso.restore()
-                    iso_done, iso = iso, None
+                    if cond == "mirror":
+                        iso_done = iso
+                    iso = None
             lb.update(ups, default="primary")
             res = fut.result()
         raw = np.asarray(json.loads(Path(res.timeline_file + ".raw.json").read_text()),
@@ -261,6 +291,8 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
               "failures_with": pooled["mirror"]["failures"], "pooled": pooled,
               "loadavg_1m": [min(loads), max(loads)] if loads else None,
               "generator_cpu": res.generator_cpu, "comparison": comparison}
+    for name in variants or {}:
+        report[f"p95_ratio_{name}"] = ratio(name)
     if compare_unisolated:
         report["p95_with_mirror_unisolated_ms"] = pooled["mirror_unisolated"]["p95_ms"]
         report["mirror_p95_ratio_unisolated"] = ratio("mirror_unisolated")
