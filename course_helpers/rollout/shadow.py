@@ -221,23 +221,25 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         total_s = len(order) * phase_s
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             fut = pool.submit(run_locust, lb.url, users=prof.users, spawn_rate=prof.users,
-                              duration_s=int(total_s + 2 * SETTLE_S + 3),
+                              duration_s=int(total_s + SETTLE_S + 6),
                               rate_per_user=rate_per_user, progress=False, out_dir=out,
                               label="shadow", started_file=started_file,
                               locustfile=RAW_LOCUSTFILE)
             while not started_file.exists() and not fut.done():
                 time.sleep(0.1)
-            time.sleep(SETTLE_S)  # every user has started
-            for cond in order:
+            # phases on a fixed schedule from the first response, so that they all fit in
+            # Locust's run whatever each reload costs (the reload eats into its own phase)
+            t0 = time.time() + SETTLE_S
+            for k, cond in enumerate(order):
+                time.sleep(max(t0 + k * phase_s - time.time(), 0))
                 if iso_kw[cond] is not None:
                     iso = isolate_shadow(handles["stable"].pid, handles["shadow"].pid,
                                          **iso_kw[cond])
                 lb.update(ups, default="primary", mirror=None if cond == "off" else "shadow")
-                t_start = time.time()
-                phases.append({"condition": cond, "from": t_start + SETTLE_S,
+                phases.append({"condition": cond, "from": time.time() + SETTLE_S,
+                               "to": t0 + (k + 1) * phase_s,
                                "loadavg_1m": round(os.getloadavg()[0], 2)})
-                time.sleep(max(phase_s - (time.time() - t_start), 0.1))
-                phases[-1]["to"] = time.time()
+                time.sleep(max(phases[-1]["to"] - time.time(), 0))
                 if iso is not None:
                     iso.restore()
                     if cond == "mirror":
