@@ -42,10 +42,11 @@ c.Execute.interrupt_on_timeout = True
 # read-only and test cells are restored from the source by nbgrader anyway.
 c.OverwriteCells.add_missing_cells = True
 
-# Wrong solutions kept beside an assignment for `mlops-course grade mutants` never reach
-# students (release) nor a student's sandbox (autograde).
+# Wrong solutions kept beside an assignment for `mlops-course grade mutants`, and the
+# instructor's own scripts (``instructor_*``, e.g. what generated an assignment's data and its
+# hidden test set), never reach students (release) nor a student's sandbox (autograde).
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
-                            "mutants.yaml"]
+                            "mutants.yaml", "instructor_*"]
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -34,6 +34,19 @@ from nbgrader.preprocessors.execute import UnresponsiveKernelError
 from traitlets import Float, Integer, Unicode
 
 KERNEL_DIED = "KernelDied"
+# Assignments whose cells run a real tool that needs more than the default cell timeout.
+# Each assignment states its budget in its introduction; the grader, not the notebook (which
+# a student can edit), decides it. a03 starts Prefect's temporary API server in its set-up
+# cell: 10-21 s on a quiet machine, 37-65 s measured on a loaded two-CPU grader.
+CELL_BUDGET_S: dict[str, int] = {"a03_pipelines": 120}
+
+
+def cell_budget(assignment: str, default: float | None) -> float | None:
+    """Seconds a cell of ``assignment`` may run: its stated budget, never below ``default``
+    (None: no limit)."""
+    if default is None:
+        return None
+    return max(float(default), float(CELL_BUDGET_S.get(assignment, 0)))
 TIMEOUT = "CellTimeoutError"  # the ename nbgrader's Execute gives a cell that timed out
 
 
@@ -56,6 +69,7 @@ class RobustExecute(Execute):
     ).tag(config=True)
 
     def preprocess(self, nb: NotebookNode, resources: Any = None, km: Any = None):
+        self._assignment = ((resources or {}).get("nbgrader") or {}).get("assignment", "")
         self._restarts = 0
         self._broken: set[int] = set()
         return super().preprocess(nb, resources, km)
@@ -69,6 +83,8 @@ class RobustExecute(Execute):
             return super().start_new_kernel(**kwargs)
 
     def preprocess_cell(self, cell: NotebookNode, resources: Any, index: int):
+        # here, not in preprocess: nbconvert re-initialises the client from the config there
+        self.timeout = cell_budget(getattr(self, "_assignment", ""), self.timeout)
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
         except DeadKernelError:

@@ -101,6 +101,8 @@ def _library(module: str, filename: str) -> bool:
         return False
     if not filename:  # builtin functions and C types: defined by extension modules
         return True
+    if filename == f"<frozen {module}>":  # the interpreter's frozen stdlib (importlib's
+        return True                        # FileFinder path hook, which Prefect adds again)
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, "/opt/venv", "/usr/lib/python3"}
     return filename.startswith(tuple(p.rstrip("/") + "/" for p in prefixes))
 

@@ -12,6 +12,7 @@ is found (:func:`find_leaks`).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -24,8 +25,9 @@ from ..errors import CourseError
 INSTRUCTOR_ONLY = ("assignments/source/", "assignments/release/", "tests/grading/", ".ci/",
                    "tests/binder/test_student_copy.py", "tests/browser/",
                    "tests/unit/test_student_links.py")
-#: File names dropped wherever they are.
-INSTRUCTOR_NAMES = ("mutants.yaml",)
+#: File names (glob patterns) dropped wherever they are: mutants, and the instructor's scripts
+#: beside an assignment (``instructor_*``, also ignored by ``assignments/nbgrader_config.py``).
+INSTRUCTOR_NAMES = ("mutants.yaml", "instructor_*")
 #: Files allowed to contain the nbgrader marker strings: the code that recognises them.
 MARKER_ALLOWED = ("course_helpers/grading/course.py", "course_helpers/grading/student.py")
 MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
@@ -63,7 +65,9 @@ def repo_files(root: Path) -> list[str]:
 
 def is_instructor_only(rel: str) -> bool:
     """True for files that stay in the instructor's repository."""
-    return rel.startswith(INSTRUCTOR_ONLY) or Path(rel).name in INSTRUCTOR_NAMES
+    name = Path(rel).name
+    return rel.startswith(INSTRUCTOR_ONLY) or any(fnmatch.fnmatch(name, pattern)
+                                                  for pattern in INSTRUCTOR_NAMES)
 
 
 def release_all(dest: Path, assignments: list[str] | None = None) -> list[str]:
@@ -164,6 +168,28 @@ def secret_lines(source_dir: Path) -> dict[str, tuple[str, str]]:
                 add(block, "hidden-test", where, public)
     for mutants in sorted(source_dir.glob("*/mutants.yaml")):
         add(mutants.read_text(), "mutant", str(mutants.relative_to(source_dir)), "")
+    return out
+
+
+def _normalised(line: str) -> str:
+    return " ".join(line.split())
+
+
+def answers_in_package(source_dir: Path, package_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Solution lines of each assignment that the package students get also contains, verbatim
+    once whitespace is normalised: assignment -> [(line, package file)]. Only non-trivial
+    lines count (:func:`secret_lines`: at least ``MIN_LEAK_CHARS`` characters, not shown in
+    the released notebook). A task whose answer the package already holds can be copied."""
+    package: dict[str, str] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = path.relative_to(package_dir.parent).as_posix()
+        for line in path.read_text().splitlines():
+            package.setdefault(_normalised(line), rel)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for line, (kind, where) in secret_lines(source_dir).items():
+        found = package.get(_normalised(line))
+        if kind == "solution" and found:
+            out.setdefault(where.split("/")[0], []).append((line, found))
     return out
 
 

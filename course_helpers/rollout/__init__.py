@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 PROFILES = ("smoke", "classroom", "full")
 
@@ -50,10 +51,17 @@ def _cli_canary(args: argparse.Namespace) -> int:
     t = Thresholds(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
                    max_p95_ms=args.max_p95_ms, max_p95_ratio=args.max_p95_ratio,
                    min_p95_delta_ms=args.min_p95_delta_ms)
-    rep = run_canary(args.stable, args.canary, args.steps, args.interval,
-                     max_failed_checks=args.max_failed_checks, thresholds=t,
-                     metrics=args.metrics, profile=args.profile, out=args.out,
-                     users=args.users, rate_per_user=args.rate)
+    try:
+        rep = run_canary(args.stable, args.canary, args.steps, args.interval,
+                         max_failed_checks=args.max_failed_checks, thresholds=t,
+                         metrics=args.metrics, profile=args.profile, out=args.out,
+                         users=args.users, rate_per_user=args.rate)
+    except KeyboardInterrupt:
+        # run_canary has sent the traffic back to stable and stopped what it started; the
+        # workspace's other servers (a kept champion, another lesson's) keep running
+        print("interrupted: traffic is back on the stable version; the canary's servers, "
+              "nginx and Locust are stopped", file=sys.stderr)
+        return 130
     print(f"outcome: {rep['outcome']}; client-visible failed requests: "
           f"{rep.get('failed_requests')} of {(rep.get('load') or {}).get('requests')}; "
           f"wrote {rep['out']}/rollout.json")

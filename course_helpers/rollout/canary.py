@@ -375,8 +375,11 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
         if lb.name in started and weight > 0:
             try:
                 lb.update(_upstreams(stable, canary, 0))  # traffic back to stable first
+                weight = 0
+                report["timeline"].append({"t": round(time.time() - t0, 2), "weight": 0})
             except Exception:
                 pass
+        report["weight_at_exit"] = weight
         raise
     finally:
         if traffic is not None:

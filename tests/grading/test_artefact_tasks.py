@@ -12,7 +12,7 @@ from tests.helpers import need
 
 pytestmark = pytest.mark.grading
 
-TOTALS = {"a01_simple_system": 13, "a02_scaling": 13, "a03_pipelines": 10,
+TOTALS = {"a01_simple_system": 13, "a02_scaling": 13, "a03_pipelines": 13,
           "a04_deployment_spec": 14, "a05_ci_cd": 13, "a06_tracking": 10}
 
 

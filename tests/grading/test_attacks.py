@@ -160,7 +160,7 @@ def test_docker_snooping_student_is_contained(docker_batch):
 
 @pytest.mark.docker
 @pytest.mark.parametrize("assignment", ["a00_warmup", "a01_simple_system", "a02_scaling",
-                                        "a04_deployment_spec"])
+                                        "a03_pipelines", "a04_deployment_spec"])
 def test_docker_sandbox_runs_every_solution(workspace, tmp_path, assignment):
     """The grading image has what the assignments import: solutions keep full marks."""
     need(importlib.util.find_spec("nbgrader") is not None, "nbgrader (pip install -e .)")

@@ -57,6 +57,15 @@ def test_library_changes_and_own_rebinds_are_allowed():
     assert changes(BASE, rebound, trusted={"helper"}, rebinds=None) == []
 
 
+def test_frozen_stdlib_import_hook_is_library_but_a_student_one_is_not():
+    from course_helpers.grading.guard import _library
+
+    # Prefect adds importlib's FileFinder path hook again (a03's set-up cell)
+    assert _library("importlib._bootstrap_external", "<frozen importlib._bootstrap_external>")
+    assert not _library("__main__", "<frozen importlib._bootstrap_external>")
+    assert not _library("mine", "<frozen importlib._bootstrap_external>")
+
+
 def test_bound_names_and_results():
     from course_helpers.grading.guard import _ends_with_expression, bound_names
 

@@ -148,6 +148,16 @@ def models(ws):
 
 
 @pytest.fixture(scope="module")
+def slow_model(models):
+    """A challenger 40 ms slower per prediction (the champion answers in a few ms): a latency
+    regression that never errors."""
+    from course_helpers.rollout import faults
+
+    return faults.make_challenger("slow", name=NAME, seed=3, profile="smoke", alias="slow",
+                                  delay_ms=40)
+
+
+@pytest.fixture(scope="module")
 def pool(ws):
     """The champion's server, shared by the bad and the good canary (as in the notebook)."""
     from course_helpers.rollout.canary import ServerPool
@@ -200,6 +210,24 @@ def test_bad_canary_is_rolled_back_before_50_percent(ws, models, pool):
     assert not _left_running()
 
 
+def test_slow_canary_is_rolled_back_on_latency_alone(ws, models, slow_model, pool):
+    from course_helpers import tracking
+
+    rep = _canary("slow", servers=pool)
+    assert rep["outcome"] == "rolled_back", rep["steps"]
+    assert max(s["weight"] for s in rep["steps"]) < 50
+    checks = {c["name"]: c for c in rep["steps"][-1]["checks"]}
+    assert not checks["p95_ratio_vs_stable"]["passed"], checks  # the latency check fired
+    assert checks["p95_ratio_vs_stable"]["value"] > checks["p95_ratio_vs_stable"]["threshold"]
+    assert checks["error_ratio"]["passed"] and checks["error_ratio"]["value"] == 0
+    assert rep["failed_requests"] == 0  # slow, not broken: no user saw an error
+    assert tracking.resolve(NAME, "champion") == models["champion"]
+    saved = json.loads((ws / "rollout" / "canary" / "rollout.json").read_text())
+    assert "p95_ratio_vs_stable" in saved["steps"][-1]["reason"]
+    assert not _left_running()
+    pool.release(f"models:/{NAME}@slow")  # nothing routes to a rolled-back canary again
+
+
 def test_good_canary_is_promoted_and_previous_kept(ws, models, prometheus, pool):
     from course_helpers import monitoring, tracking
 
@@ -214,28 +242,70 @@ def test_good_canary_is_promoted_and_previous_kept(ws, models, prometheus, pool)
     tracking.rollback(NAME)  # leave the registry as the other tests expect
 
 
-def test_ctrl_c_returns_traffic_and_stops_everything(ws, models):
+def test_shadow_compares_logs_and_measures_the_mirror(ws, models, pool):
+    import psutil
+
+    from course_helpers.rollout.shadow import run_shadow
+
+    tracks = pool.tracks({"stable": f"models:/{NAME}@champion", "shadow": f"models:/{NAME}@good"})
+    procs = [psutil.Process(tr.handle.pid) for tr in tracks.values()]
+    before = [p.cpu_affinity() for p in procs]
+    rep = run_shadow(f"models:/{NAME}@champion", f"models:/{NAME}@good", profile="smoke",
+                     servers=pool, duration_s=4)
+    pooled = rep["pooled"]
+    assert pooled["off"]["requests"] > 20 and pooled["mirror"]["requests"] > 20, pooled
+    assert pooled["off"]["failures"] == pooled["mirror"]["failures"] == 0
+    # every phase fell inside Locust's run: the same paced load in both conditions
+    assert 0.8 < pooled["mirror"]["requests"] / pooled["off"]["requests"] < 1.25, pooled
+    assert rep["mirror_p95_ratio"] == round(pooled["mirror"]["p95_ms"] / pooled["off"]["p95_ms"], 3)
+    cmp = rep["comparison"]
+    # the shadow saw the mirrored requests (and only those), joined on nginx's request id
+    assert cmp["matched"] >= 0.8 * pooled["mirror"]["requests"], cmp
+    assert 0.5 < cmp["agreement"] <= 1
+    assert [p.cpu_affinity() for p in procs] == before  # isolation undone for the pool
+    assert json.loads((ws / "rollout" / "shadow" / "shadow.json").read_text())["phases"] == 4
+    from course_helpers.supervisor import Supervisor
+
+    assert not [r for r in Supervisor().status() if r["alive"] and r["name"] == "shadow-lb"]
+
+
+def test_ctrl_c_returns_traffic_and_stops_everything(ws, models, pool):
+    """Interrupted as soon as the canary has traffic (weight 5 %, before its first analysis):
+    the last config nginx ran routes to the stable server only, and nothing the rollout
+    started is left, while the workspace's other servers (the kept pool's) still run."""
+    import re
+
+    kept = pool.tracks({"stable": f"models:/{NAME}@champion"})["stable"].handle
+
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "course_helpers.cli", "rollout", "canary",
                              "--stable", f"models:/{NAME}@champion",
                              "--canary", f"models:/{NAME}@good", "--interval", "30",
-                             "--metrics", "scrape", "--profile", "smoke"],
+                             "--metrics", "scrape", "--profile", "smoke",
+                             "--users", "1", "--rate", "5"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True)
     lines = []
     try:
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 120
         for line in proc.stdout:
             lines.append(line)
             if "weight 5%" in line or time.monotonic() > deadline:
                 break
         assert any("weight 5%" in l for l in lines), "".join(lines)
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=90)
+        rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, "".join(lines) + rest
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out
     assert not _left_running()
     saved = json.loads((ws / "rollout" / "canary" / "rollout.json").read_text())
-    assert saved["outcome"] == "interrupted"
+    assert saved["outcome"] == "interrupted" and saved["weight_at_exit"] == 0
+    stable_at, canary_at = re.search(r"at http://(\S+), canary .* at http://(\S+)", out).groups()
+    last_conf = (ws / "nginx" / "rollout-lb" / "nginx.conf").read_text()
+    assert f"server {stable_at} " in last_conf and canary_at not in last_conf, last_conf
+    from course_helpers.data import request_rows
+
+    assert len(kept.predict(request_rows(1)[0])["predictions"]) == 1  # not stopped by the Ctrl-C

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -226,3 +227,45 @@ def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
     assert sorted(stopped) == sorted(h.name for h in (a["stable"].handle, a["canary"].handle,
                                                       b["canary"].handle))
     assert pool.handles == {}
+
+
+def test_isolate_shadow_nices_pins_and_restores():
+    """Real processes: a 'shadow' with a child (as gunicorn's master and worker) and a
+    'primary'; the shadow is niced, each is pinned to its own CPU, restore undoes both."""
+    import os
+    import subprocess
+    import sys
+
+    import psutil
+
+    from course_helpers.rollout.shadow import isolate_shadow
+
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
+           "'import time; time.sleep(30)']); time.sleep(30)"
+    prim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    shad = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 10
+        while not psutil.Process(shad.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = [psutil.Process(shad.pid)] + psutil.Process(shad.pid).children()
+        assert len(tree) == 2
+        before = [(p.nice(), p.cpu_affinity()) for p in tree]
+        iso = isolate_shadow(prim.pid, shad.pid, niceness=7)
+        assert all(p.nice() >= 7 for p in tree)
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:
+            assert psutil.Process(prim.pid).cpu_affinity() == [cpus[0]] == iso.primary_cpus
+            assert all(p.cpu_affinity() == [cpus[1]] for p in tree)
+        else:
+            assert iso.primary_cpus is None and iso.shadow_cpus is None
+        iso.restore()
+        assert [p.cpu_affinity() for p in tree] == [b[1] for b in before]
+        if os.geteuid() == 0:  # lowering a niceness again needs root
+            assert [p.nice() for p in tree] == [b[0] for b in before]
+    finally:
+        for p in (prim, shad):
+            for c in psutil.Process(p.pid).children(recursive=True):
+                c.kill()
+            p.kill()
+            p.wait()

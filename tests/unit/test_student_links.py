@@ -58,6 +58,17 @@ def test_instructor_only_paths():
     assert not student.is_instructor_only("course_helpers/grading/check.py")
 
 
+def test_both_licences_reach_the_students_copy():
+    """MIT for the code, CC BY 4.0 for the course text: tracked, copied, named in the README
+    that students get."""
+    files = student.repo_files(ROOT)
+    for name in ("LICENSE", "LICENSE-CONTENT"):
+        assert name in files and not student.is_instructor_only(name), name
+    assert "CC BY 4.0" in (ROOT / "LICENSE-CONTENT").read_text()
+    out = student.student_readme((ROOT / "README.md").read_text(), "org/course-student")
+    assert "LICENSE-CONTENT" in out and "MIT" in out
+
+
 def test_students_readme_drops_instructor_sections():
     text = ("# Course\n\nIntro.\n\n[![Binder](https://mybinder.org/badge_logo.svg)]"
             "(https://mybinder.org/v2/gh/org/course/main?urlpath=lab)\n\n## Lessons\n\n"

@@ -1,0 +1,83 @@
+"""a10_capstone through the course's nbgrader harness: the solution scores every autograded
+point, the blank release scores none (its mutants are checked by test_mutants.py); the shipped
+week is what its seed gives, in the capstone contract's format, and students get only the
+notebook and that week (no generator, no hidden week)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.grading
+
+SOURCE = ROOT / "assignments" / "source" / "a10_capstone"
+DAY_KEYS = {"day", "rows", "drift_score", "alerts", "pipeline_runs", "registered", "promoted",
+            "rolled_back", "requests", "failed_requests", "p95_ms", "slo_budget_left",
+            "cost_per_1m"}
+SUMMARY_KEYS = {"drift_day", "drift_detected_day", "retrained_day", "bad_model_day",
+                "bad_model_max_weight", "slo_met", "wall_s", "peak_mb"}
+EVENT_KINDS = {"batch", "drift_alert", "alert", "pipeline_run", "registered", "gate",
+               "canary_step", "promoted", "rolled_back", "replica_killed", "replica_healed",
+               "day_failed"}
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("a10_instructor_artefacts",
+                                                  SOURCE / "instructor_artefacts.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a10_solution_full_marks_blank_zero(workspace, capsys):
+    from course_helpers import grading
+
+    assert grading.grade_ci(["a10_capstone"]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("a10_capstone"))
+    assert row.split()[:4] == ["a10_capstone", "a10_capstone", "11/11", "0/11"], out
+
+
+def test_shipped_week_is_the_seeded_one_in_the_contract_format():
+    gen = _generator()
+    assert gen.check() == [], "run assignments/source/a10_capstone/instructor_artefacts.py"
+    report = json.loads((SOURCE / "data" / "capstone.json").read_text())
+    assert [d["day"] for d in report["days"]] == list(range(1, len(report["days"]) + 1))
+    for d in report["days"]:
+        assert DAY_KEYS <= set(d) <= DAY_KEYS | {"status"}, sorted(d)
+    assert set(report["summary"]) == SUMMARY_KEYS
+    assert {e["kind"] for e in report["events"]} <= EVENT_KINDS
+    head = (SOURCE / "data" / "timeline.csv").read_text().splitlines()[0]
+    assert head.split(",") == ["t_s", "day", "requests", "failed_requests", "rps", "p95_ms",
+                               "error_ratio", "drift_score", "version", "canary_weight",
+                               "alerts_firing"]
+    assert (SOURCE / "data" / "memory.csv").read_text().splitlines()[0] == "t_s,day,process,rss_mb"
+    size = sum(p.stat().st_size for p in (SOURCE / "data").iterdir())
+    assert size < 200_000, size
+
+
+def test_the_hidden_week_differs_from_the_shipped_one():
+    gen = _generator()
+    first, _ = gen.make(1)
+    second, _ = gen.make(2)
+    for key in ("leaks", "stuck", "missed"):
+        assert first[key] != second[key], key  # hard-coding the visible answers loses points
+
+
+def test_students_get_the_notebook_and_the_week_only(workspace, tmp_path):
+    from course_helpers import grading
+    from course_helpers.grading import student
+
+    written = grading.release("a10_capstone", tmp_path / "student")
+    names = sorted(p.relative_to(tmp_path / "student").as_posix() for p in written)
+    assert names == ["a10_capstone.ipynb", "data/capstone.json", "data/memory.csv",
+                     "data/timeline.csv"], names
+    text = (tmp_path / "student" / "a10_capstone.ipynb").read_text()
+    assert "_SECOND" not in text and "Instructor notes" not in text
+    assert student.is_instructor_only("assignments/source/a10_capstone/instructor_artefacts.py")
+    assert student.is_instructor_only("anywhere/instructor_notes.md")
+    assert not student.is_instructor_only("notebooks/10_architecture_best_practices.ipynb")
