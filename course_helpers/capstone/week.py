@@ -851,7 +851,10 @@ class Week:
                 "slo": {"availability": self.plan.slo_availability,
                         "p95_ms": self.plan.slo_p95_ms},
                 "gates": self.gates, "canaries": self.canaries, "lineage": self.trace,
-                "skew": self.skew}
+                "skew": self.skew,
+                # restarts by the restart policy, per replica: the kill, each rolling update,
+                # and nothing else (more means replicas crash on their own)
+                "restarts": dict(getattr(self.backend, "restarts", {}) or {})}
 
     def write(self) -> dict:
         import pandas as pd

@@ -103,6 +103,9 @@ def test_smoke_week_meets_the_acceptance_facts(ws, week):
     # a replica was killed once and healed; the SLO held over the week
     kinds = [e["kind"] for e in week.events]
     assert kinds.count("replica_killed") == 1 and kinds.count("replica_healed") == 1
+    promotions = sum(1 for d in week.days if d["promoted"])
+    restarts = week.data["restarts"]
+    assert sum(restarts.values()) == 1 + 2 * promotions, restarts  # no crash of their own
     assert s["slo_met"] is True, week.days
     # the version in production follows the promotion
     tl = week.timeline()
