@@ -45,6 +45,9 @@ class Plan:
     kill_day: int
     retrain_every: int | None
     sample_s: float
+    # The week's own SLO, looser than lesson 08's 99.9 % on purpose: a compressed week serves
+    # a few thousand requests, so 99.9 % would leave an error budget of two or three requests
+    # for the whole week (one unlucky retry would "break" it). Production windows are longer.
     slo_availability: float = 0.99
     slo_p95_ms: float = 500.0
 
