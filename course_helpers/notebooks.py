@@ -34,6 +34,21 @@ def budget_s(name: str) -> float:
     return LONGER_S.get(name, BUDGET_S)
 
 
+def process_memory(proc) -> tuple[int, int]:
+    """``(rss, pss)`` of one ``psutil.Process`` in bytes: PSS counts a page shared by several
+    processes once in total (RSS where PSS is unreadable; ``(0, 0)`` once it has exited)."""
+    import psutil
+
+    try:
+        rss = proc.memory_info().rss
+    except psutil.Error:
+        return 0, 0
+    try:
+        return rss, getattr(proc.memory_full_info(), "pss", rss)
+    except psutil.Error:
+        return rss, rss
+
+
 @dataclasses.dataclass
 class NotebookResult:
     """Outcome of one headless run; ``peak_rss_mb`` covers the kernel's process tree."""
@@ -93,14 +108,7 @@ class TreeMemorySampler:
             return 0, 0
         rss = pss = 0
         for p in procs:
-            try:
-                r = p.memory_info().rss
-                try:
-                    q = getattr(p.memory_full_info(), "pss", r)
-                except (psutil.AccessDenied, psutil.ZombieProcess):
-                    q = r
-            except psutil.NoSuchProcess:
-                continue
+            r, q = process_memory(p)
             rss, pss = rss + r, pss + q
             try:
                 t = p.cpu_times()

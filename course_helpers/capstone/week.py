@@ -34,6 +34,7 @@ from typing import Any
 
 from .. import config
 from ..errors import CourseError
+from ..notebooks import process_memory
 from .plan import Plan, make_plan
 
 STABLE = "capstone-stable"
@@ -48,20 +49,6 @@ SUMMARY_KEYS = ("drift_day", "drift_detected_day", "retrained_day", "bad_model_d
 TIMELINE_COLUMNS = ("t_s", "day", "requests", "failed_requests", "rps", "p95_ms",
                     "error_ratio", "drift_score", "version", "canary_weight", "alerts_firing")
 MEMORY_COLUMNS = ("t_s", "day", "process", "rss_mb", "pss_mb")
-
-
-def _rss_pss(proc) -> tuple[int, int]:
-    """``(rss, pss)`` of one process in bytes (pss = rss where unreadable; 0, 0 if gone)."""
-    import psutil
-
-    try:
-        rss = proc.memory_info().rss
-    except psutil.Error:
-        return 0, 0
-    try:
-        return rss, getattr(proc.memory_full_info(), "pss", rss)
-    except psutil.Error:
-        return rss, rss
 
 
 class DayFailed(CourseError):
@@ -251,7 +238,7 @@ class Week:
                     if q.pid in seen:
                         continue
                     seen.add(q.pid)
-                    rss, pss = (a + b / 2**20 for a, b in zip((rss, pss), _rss_pss(q)))
+                    rss, pss = (a + b / 2**20 for a, b in zip((rss, pss), process_memory(q)))
                 rows.append((name, rss, pss))
             with self._lock:
                 self.peak_mb = max(self.peak_mb, sum(r[2] for r in rows))
