@@ -624,6 +624,7 @@ class Week:
 
     def _scheduled_retrain(self, rec: dict) -> str | None:
         """A scheduled retrain: the same pipeline entry point, started by the clock."""
+        from ..monitoring import alerting
         from ..supervisor import Supervisor
 
         after = time.time() - 1
@@ -632,17 +633,12 @@ class Week:
         Supervisor().start(name, [sys.executable, "-m", "course_helpers.monitoring.alerting",
                                   "retrain", "--dir", str(pdir), "--alertname", "schedule",
                                   "--profile", self.plan.profile], timeout=5)
-        deadline = time.time() + 240
-        done = None
-        while time.time() < deadline and done is None:
-            path = pdir / "retrain.jsonl"
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    r = json.loads(line)
-                    if r.get("event") == "finished" and r.get("at", 0) >= after:
-                        done = r
-            time.sleep(0.5)
-        Supervisor().stop(name)
+        try:
+            done = alerting.wait_for_retrain(after=after, timeout=240, poll=0.5, directory=pdir)
+        except CourseError:
+            done = None
+        finally:
+            Supervisor().stop(name)
         rec["pipeline_runs"] += 1
         if not done or not done.get("ok"):
             raise DayFailed(f"the scheduled pipeline run failed: {(done or {}).get('error')}")

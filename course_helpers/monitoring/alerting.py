@@ -116,9 +116,10 @@ def stop() -> list[str]:
     return stopped
 
 
-def received(kind: str = "alerts") -> list[dict]:
-    """What the receiver wrote: ``alerts`` (webhook notifications) or ``retrain`` (runs)."""
-    path = monitoring_dir() / f"{kind}.jsonl"
+def received(kind: str = "alerts", directory: Path | None = None) -> list[dict]:
+    """What the receiver wrote: ``alerts`` (webhook notifications) or ``retrain`` (runs);
+    ``directory``: where a :func:`retrain` started with ``--dir`` wrote them."""
+    path = (directory or monitoring_dir()) / f"{kind}.jsonl"
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except OSError:
@@ -173,16 +174,18 @@ def warm_pipeline(timeout: float = 120.0):
     return thread
 
 
-def wait_for_retrain(after: float = 0.0, timeout: float = 300.0, poll: float = 1.0) -> dict:
+def wait_for_retrain(after: float = 0.0, timeout: float = 300.0, poll: float = 1.0,
+                     directory: Path | None = None) -> dict:
     """Wait until a retrain run started after ``after`` (epoch seconds) finished; returns its
-    ``finished`` record (``ok``, ``version``, ``alias``, ``run_id``...)."""
+    ``finished`` record (``ok``, ``version``, ``alias``, ``run_id``...). ``directory``: as in
+    :func:`received`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for rec in received("retrain"):
+        for rec in received("retrain", directory):
             if rec.get("event") == "finished" and rec.get("at", 0) >= after:
                 return rec
         time.sleep(poll)
-    starts = [r for r in received("retrain") if r.get("at", 0) >= after]
+    starts = [r for r in received("retrain", directory) if r.get("at", 0) >= after]
     raise CourseError(f"no retrain run finished within {timeout:g} s (records since: {starts}); "
                       f"see the retrain-* logs in {config.workspace_dir('logs')}")
 

@@ -299,3 +299,17 @@ def test_ks_from_a_presorted_reference_equals_scipy():
         want = ks_2samp(ref, cur, method="asymp")
         assert d == want.statistic
         assert drift.ks_asymp_pvalues([d], n, [m])[0] == want.pvalue
+
+
+def test_wait_for_retrain_reads_the_directory_a_retrain_was_given(workspace, tmp_path):
+    """The capstone's scheduled retrain writes to its own ``--dir``; the same wait reads it."""
+    from course_helpers.errors import CourseError
+    from course_helpers.monitoring import alerting
+
+    (tmp_path / "retrain.jsonl").write_text(
+        json.dumps({"event": "finished", "at": 5.0, "ok": False}) + "\n"
+        + json.dumps({"event": "finished", "at": 20.0, "ok": True, "version": "3"}) + "\n")
+    rec = alerting.wait_for_retrain(after=10.0, timeout=1, poll=0.1, directory=tmp_path)
+    assert rec["version"] == "3"
+    with pytest.raises(CourseError, match="no retrain run finished"):
+        alerting.wait_for_retrain(after=10.0, timeout=0.3, poll=0.1)  # the workspace's: none
