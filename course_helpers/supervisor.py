@@ -405,12 +405,14 @@ def _terminate(procs: list, grace: float) -> None:
     psutil.wait_procs(alive, timeout=3)
 
 
-def _kill_tagged(workspace: str) -> list[str]:
-    """Kill processes whose environment carries this workspace's tag (orphans, daemons)."""
+def tagged_processes(workspace: str | Path, name_prefix: str = "") -> list:
+    """Processes (``psutil.Process``) whose environment carries this workspace's tag, started
+    under a name beginning with ``name_prefix``: what the supervisor started, and their
+    children (Locust, orphans, daemons), record or not. This process is never listed."""
     import psutil
 
-    prefix = f"{workspace}::"
-    victims = []
+    prefix = f"{workspace}::{name_prefix}"
+    found = []
     me = os.getpid()
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == me:
@@ -420,7 +422,13 @@ def _kill_tagged(workspace: str) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
         if tag.startswith(prefix):
-            victims.append(proc)
+            found.append(proc)
+    return found
+
+
+def _kill_tagged(workspace: str) -> list[str]:
+    """Kill processes whose environment carries this workspace's tag (orphans, daemons)."""
+    victims = tagged_processes(workspace)
     _terminate(victims, grace=5)
     return [f"stray process {p.pid}" for p in victims]
 

@@ -38,15 +38,14 @@ def _left_running(ws) -> list[str]:
     """Every process of this workspace still alive: supervised or tagged (Locust)."""
     import psutil
 
-    from course_helpers.supervisor import ENV_TAG, Supervisor
+    from course_helpers.supervisor import Supervisor, tagged_processes
 
     names = [r["name"] for r in Supervisor(ws).status() if r["alive"]]
-    for p in psutil.process_iter(["pid"]):
+    for p in tagged_processes(ws):
         try:
-            if p.environ().get(ENV_TAG, "").startswith(f"{ws}::"):
-                names.append(f"{p.pid} {' '.join(p.cmdline()[:3])}")
-        except (psutil.Error, OSError):
-            pass
+            names.append(f"{p.pid} {' '.join(p.cmdline()[:3])}")
+        except psutil.Error:
+            names.append(str(p.pid))
     return names
 
 

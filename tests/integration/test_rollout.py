@@ -168,19 +168,12 @@ def pool(ws):
 
 def _left_running() -> list[str]:
     """What the rollout left behind: its servers, nginx or Locust (not this module's web-*)."""
-    import psutil
-
     from course_helpers import config
-    from course_helpers.supervisor import ENV_TAG, Supervisor
+    from course_helpers.supervisor import Supervisor, tagged_processes
 
     names = [r["name"] for r in Supervisor().status() if r["alive"] and r["name"].startswith("rollout")]
-    for p in psutil.process_iter(["pid"]):
-        try:
-            # this workspace's Locust only: other rollouts may run on the machine
-            if p.environ().get(ENV_TAG, "").startswith(f"{config.workspace()}::locust-rollout"):
-                names.append(f"locust {p.pid}")
-        except (psutil.Error, OSError):
-            pass
+    # this workspace's Locust only: other rollouts may run on the machine
+    names += [f"locust {p.pid}" for p in tagged_processes(config.workspace(), "locust-rollout")]
     return names
 
 

@@ -80,6 +80,23 @@ def test_stop_takes_the_whole_process_group(supervisor):
     assert all(gone(pid) for pid in family)
 
 
+def test_tagged_processes_find_a_server_and_its_children_by_name(supervisor):
+    from course_helpers.supervisor import tagged_processes
+
+    port = free_port()
+    script = textwrap.dedent(f"""
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        subprocess.run([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"])
+    """)
+    rec = supervisor.start("tagged-tree", [sys.executable, "-c", script], port=port)
+    family = {rec.pid} | {c.pid for c in psutil.Process(rec.pid).children(recursive=True)}
+    assert {p.pid for p in tagged_processes(supervisor.workspace, "tagged")} == family
+    assert tagged_processes(supervisor.workspace, "other") == []
+    supervisor.stop("tagged-tree")
+    assert all(gone(pid) for pid in family)
+
+
 def test_cleanup_after_the_owner_was_sigkilled(workspace):
     """A Python process starts a server and a grandchild, then dies by SIGKILL."""
     port = free_port()
