@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import NoReturn
 
 from .config import PROFILE_NAMES
 from .errors import CourseError
@@ -164,8 +165,15 @@ CLI_MODULES = ("course_helpers.tracking", "course_helpers.pipeline", "course_hel
                "course_helpers.rollout", "course_helpers.capstone")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one sentence and a pointer to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlops-course", description="MLOps with Cloud: course helpers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -47,6 +47,18 @@ def test_course_errors_print_one_line_without_traceback(capsys, monkeypatch):
     assert err.strip() == "error: port 8000 on 127.0.0.1 is already in use: pick another port."
 
 
+@pytest.mark.parametrize("argv", [["capstone", "run", "--profile", "nope"],
+                                  ["capstone", "run", "--days", "abc"],
+                                  ["rollout", "canary", "--steps"], ["bogus"]])
+def test_bad_arguments_give_one_line_and_the_help_pointer(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: mlops-course"), lines
+    assert "--help')" in lines[0] and "usage:" not in lines[0]
+
+
 def test_every_command_has_help():
     for cmd in ("doctor", "cleanup", "status", "grade", "image", "notebooks", "demo", "serve",
                 "mlflow", "tracking", "pipeline", "ci"):
