@@ -168,12 +168,13 @@ def plant(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng: np.random.Gene
     kill = next(e for e in ev if e["kind"] == "replica_killed")
     m = kill["day"]
     whole = tl.index[tl.day == m]
-    part = tl[(tl.day == m) & (tl.t_s > kill["t_s"]) & (tl.requests > 0)].index[:2]
+    part = tl[(tl.day == m) & (tl.t_s > kill["t_s"]) & (tl.requests.fillna(0) > 0)].index[:2]
     n = min(WINDOW, len(whole))
-    first, end = whole.get_loc(part[0]), whole.get_loc(part[-1])
-    windows = [int(tl.loc[whole[j:j + n], "requests"].sum())
-               for j in range(max(0, end - n + 1), min(first, len(whole) - n) + 1)]
-    failed = math.ceil(float(rng.uniform(0.018, 0.03)) * min(windows))
+    sums = tl.loc[whole, "requests"].astype(float).rolling(n).sum()  # NaN: an empty count
+    ends = sums.loc[part[-1]:].iloc[:n - len(part) + 1].dropna()
+    if part.empty or ends.empty:
+        raise SystemExit(f"day {m} has no {n} samples with counts around its replica kill")
+    failed = math.ceil(float(rng.uniform(0.018, 0.03)) * float(ends.min()))
     share = tl.loc[part, "requests"] / tl.loc[part, "requests"].sum()
     bad = (share * failed).round().astype(int)
     bad.iloc[0] += failed - int(bad.sum())
