@@ -128,6 +128,9 @@ def plant(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng: np.random.Gene
     med = mem.groupby(["process", "day"]).rss_mb.median()
     pairs = [(r, s) for r in replicas for s in range(max(promoted + 1, 3), last - 1)
              if med[r][s - 1] / med[r][s - 2] - 1 < 0.02]  # flat before (no kill's reload)
+    if not pairs:
+        raise SystemExit("the base run has no replica with a flat day after its last promotion "
+                         "and three days left to plant the leak in")
     p, start = pairs[int(rng.integers(len(pairs)))]
     per_day = mem.groupby(["day", "process"]).day.transform("size")
     frac = mem.day - 1 + (mem.groupby(["day", "process"]).cumcount() + 0.5) / per_day
@@ -146,7 +149,7 @@ def plant(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng: np.random.Gene
                          "the stuck retrain on")
     s = int(rng.choice(quiet))
     v = str(max(registered + [1]) + 1)
-    champion = next(e for e in ev if e["kind"] == "promoted")["detail"].split()[0]  # "v2"
+    champion = next((e["detail"].split()[0] for e in ev if e["kind"] == "promoted"), "v1")
     gate = next(e for e in ev if e["kind"] == "gate" and ": passed (" in e["detail"])
     checks = gate["detail"].split(": passed (", 1)[1]
     times = tl.loc[tl.day == s, "t_s"].to_numpy()
