@@ -149,7 +149,7 @@ def plant(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng: np.random.Gene
                          "the stuck retrain on")
     s = int(rng.choice(quiet))
     v = str(max(registered + [1]) + 1)
-    champion = next((e["detail"].split()[0] for e in ev if e["kind"] == "promoted"), "v1")
+    champion = "v" + tl.loc[tl.day == s, "version"].dropna().iloc[-1]  # in production then
     gate = next(e for e in ev if e["kind"] == "gate" and ": passed (" in e["detail"])
     checks = gate["detail"].split(": passed (", 1)[1]
     times = tl.loc[tl.day == s, "t_s"].to_numpy()
