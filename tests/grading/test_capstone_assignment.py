@@ -1,7 +1,7 @@
 """a10_capstone through the course's nbgrader harness: the solution scores every autograded
 point, the blank release scores none (its mutants are checked by test_mutants.py); the shipped
-week is what its seed gives, in the capstone contract's format, and students get only the
-notebook and that week (no generator, no hidden week)."""
+week is what the stored real run and its seed give, in the capstone contract's format, and
+students get only the notebook and that week (no generator, no stored run, no hidden week)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def test_a10_solution_full_marks_blank_zero(workspace, capsys):
     assert row.split()[:4] == ["a10_capstone", "a10_capstone", "11/11", "0/11"], out
 
 
-def test_shipped_week_is_the_seeded_one_in_the_contract_format():
+def test_shipped_week_is_the_stored_run_with_its_seeds_problems_in_the_contract_format():
     gen = _generator()
     assert gen.check() == [], "run assignments/source/a10_capstone/instructor_artefacts.py"
     report = json.loads((SOURCE / "data" / "capstone.json").read_text())
@@ -57,13 +57,12 @@ def test_shipped_week_is_the_seeded_one_in_the_contract_format():
                                "alerts_firing"]
     assert (SOURCE / "data" / "memory.csv").read_text().splitlines()[0] == "t_s,day,process,rss_mb"
     size = sum(p.stat().st_size for p in (SOURCE / "data").iterdir())
-    assert size < 200_000, size
+    assert size + (SOURCE / "instructor_base.json").stat().st_size < 200_000, size
 
 
 def test_the_hidden_week_differs_from_the_shipped_one():
     gen = _generator()
-    first, _ = gen.make(1)
-    second, _ = gen.make(2)
+    (first, _), (second, _) = gen.both()
     for key in ("leaks", "stuck", "missed"):
         assert first[key] != second[key], key  # hard-coding the visible answers loses points
 
@@ -79,5 +78,6 @@ def test_students_get_the_notebook_and_the_week_only(workspace, tmp_path):
     text = (tmp_path / "student" / "a10_capstone.ipynb").read_text()
     assert "_SECOND" not in text and "Instructor notes" not in text
     assert student.is_instructor_only("assignments/source/a10_capstone/instructor_artefacts.py")
+    assert student.is_instructor_only("assignments/source/a10_capstone/instructor_base.json")
     assert student.is_instructor_only("anywhere/instructor_notes.md")
     assert not student.is_instructor_only("notebooks/10_architecture_best_practices.ipynb")

@@ -1,33 +1,45 @@
-"""Instructor only: the seeded capstone artefacts of a10 and the problems planted in them.
+"""Instructor only: a10's artefacts, a real capstone run with problems planted in it.
 
-Never released (``nbgrader_config.py`` ignores this file, ``course student-copy`` drops it).
-Run from the repository root::
+Never released (``nbgrader_config.py`` ignores ``instructor_*``, ``course student-copy`` drops
+them). To regenerate everything from a fresh run (about 3.5 min at load 2-7 on 2 cores), from
+the repository root::
 
-    python assignments/source/a10_capstone/instructor_artefacts.py [--base RUN_DIR]
+    mlops-course capstone run --profile classroom --days 7 --seed 0 --out /tmp/a10-run
+    python assignments/source/a10_capstone/instructor_artefacts.py --base /tmp/a10-run
 
-It writes the students' set (seed 1) to ``data/`` beside the notebook and the hidden set
-(seed 2) into the notebook's hidden test cell ``test_find_leaks_hidden`` (zlib + base64 of
-the same three files, with the planted answers), and prints the planted answers of both.
+``--base`` cuts the run directory to the capstone contract's keys and columns (``trim``: rss
+only; no gates, skew or plan) and stores it beside this file (``instructor_base.json``);
+without it the stored run is used, so ``python .../instructor_artefacts.py`` (or ``--check``)
+needs no run. The students' week (``data/``) is that run with seed 1's problems; the hidden
+week (zlib + base64 in the notebook's cell ``test_find_leaks_hidden``) is the same run seen
+from its second day (day 1 dropped, later days renumbered, so its replica kill falls on day 1
+and every planted answer differs) with seed 2's.
 
-The base week is a seeded simulation in the format of the capstone contract
-(``capstone.json``, ``timeline.csv``, ``memory.csv``): 7 days of 20 samples 2 s apart, a
-drift retrain whose canary finishes the next day, a bad model rolled back at the first
-step, a scheduled retrain on the last day still in its canary when the week ends, and
-harmless look-alikes in memory (the capstone driver growing ~1 %/day and prometheus ~0.7 %/day,
-prefect jumping once by 30 %, the alert receiver growing for three days then freeing and
-spiking while it runs the retrain, a killed replica reloading). Process names and memory
-levels follow a capstone smoke run of 27 November 2026. ``--base`` takes
-a real capstone run directory instead and keeps its traffic and memory (its own day count).
-Planted on top, per seed: a leak in one replica from some day (+8 %/day of its rss), a
-scheduled retrain that registers a version nobody promotes nor rolls back, and a replica
-kill whose short error burst crosses the page threshold on a day the page never fired.
+Everything else is the run's own: traffic, memory (the killed replica reloading, the replicas
+restarted by the promotion), events, canaries, lineage. Planted, per seed:
+
+* a leak in one production replica (+8 %/day of its rss) from a day after the last promotion
+  whose day before was flat;
+* a scheduled retrain on a quiet day after the last registration whose version passes the
+  gate (the run's own gate text) and is then neither promoted nor rolled back;
+* failures in the two samples after the run's real replica kill (in the real run nginx
+  retried every request on the other replica) and a latency ticket, while the page never
+  fired: 1.8-3 % of the requests of the 5-sample window with the fewest requests.
+
+The day records' failures and error budget (the run's own SLO) follow the planted failures;
+``summary.peak_mb`` adds the leak's largest extra. Before anything is written, the
+notebook's own solution must find exactly the planted problems (a run with a problem of its
+own, e.g. a version the model gate refused, which is never promoted nor rolled back, is
+refused: use another run).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
+import math
 import re
 import zlib
 from pathlib import Path
@@ -37,284 +49,199 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOK = HERE / "a10_capstone.ipynb"
-DAYS, PER_DAY, SAMPLE_S = 7, 20, 2.0
+BASE = HERE / "instructor_base.json"
+SEED, HIDDEN_SEED = 1, 2
 PAGE = "ModelServerAvailabilityBurnRateFast"
 TICKET = "ModelServerLatencyBurnRateSlow"
-DRIFT = "ModelInputDrift"
-PAGE_RATIO = 0.0144  # 14.4 x the 0.1 % error budget (lesson 08's fast-burn page)
-REPLICAS = ("capstone-stable-r0", "capstone-stable-r1")
-BASE_MB = {"alert-receiver": 25.3, "alertmanager": 32.7, "capstone": 422.0,
-           "capstone-stable-lb": 14.1, "capstone-stable-r0": 608.6, "capstone-stable-r1": 609.1,
-           "prefect": 218.0, "prometheus": 51.2}
+PAGE_RATIO, WINDOW = 0.0144, 5
 LEAK_PER_DAY = 0.08
+DAY_KEYS = ("day", "rows", "drift_score", "alerts", "pipeline_runs", "registered", "promoted",
+            "rolled_back", "requests", "failed_requests", "p95_ms", "slo_budget_left",
+            "cost_per_1m", "status")
+SUMMARY_KEYS = ("drift_day", "drift_detected_day", "retrained_day", "bad_model_day",
+                "bad_model_max_weight", "slo_met", "wall_s", "peak_mb")
 TIMELINE_COLUMNS = ["t_s", "day", "requests", "failed_requests", "rps", "p95_ms", "error_ratio",
                     "drift_score", "version", "canary_weight", "alerts_firing"]
 MEMORY_COLUMNS = ["t_s", "day", "process", "rss_mb"]
+REPORT_KEYS = ("profile", "seed", "days", "summary", "events", "canaries", "lineage")
 
 
-def roles(rng: np.random.Generator, days: int) -> dict:
-    """Which day gets which event (distinct days, all before the last)."""
-    drift = int(rng.integers(2, 4))
-    free = [d for d in range(2, days) if d not in (drift, drift + 1)]
-    bad, stuck, missed = (int(d) for d in rng.choice(free, size=3, replace=False))
-    return {"drift": drift, "bad": bad, "stuck": stuck, "missed": missed,
-            "leak_process": str(rng.choice(REPLICAS)),
-            "leak_start": int(rng.integers(3, days - 1)),
-            "step_day": int(rng.integers(2, days)), "grow_from": int(rng.integers(2, days - 2))}
+def trim(run_dir: Path) -> dict:
+    """The contract's part of a capstone run directory: ``{"report", "timeline", "memory"}``
+    (the CSVs as text); one sentence (SystemExit) when the run is not a usable week."""
+    try:
+        report = json.loads((run_dir / "capstone.json").read_text())
+        tl = pd.read_csv(run_dir / "timeline.csv", dtype={"version": str})
+        mem = pd.read_csv(run_dir / "memory.csv")
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"{run_dir} is not a capstone run directory ({err})") from None
+    bad = [d["day"] for d in report["days"] if d.get("status", "ok") != "ok"]
+    kills = [e for e in report["events"] if e["kind"] == "replica_killed"]
+    if len(report["days"]) < 7 or bad or len(kills) != 1:
+        raise SystemExit(f"{run_dir}: a base run needs 7 or more days, all ok, and one replica "
+                         f"kill (`mlops-course capstone run --profile classroom --days 7`); it "
+                         f"has {len(report['days'])} days, failed days {bad}, {len(kills)} kills")
+    out = {k: report[k] for k in REPORT_KEYS}
+    out["days"] = [{k: d.get(k) for k in DAY_KEYS} for d in report["days"]]
+    out["summary"] = {k: report["summary"][k] for k in SUMMARY_KEYS}
+    out["availability"] = report.get("slo", {}).get("availability", 0.99)
+    return {"report": out, "timeline": tl[TIMELINE_COLUMNS].to_csv(index=False),
+            "memory": mem[MEMORY_COLUMNS].to_csv(index=False)}
 
 
-def base_week(rng: np.random.Generator, r: dict) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """A clean seeded week in the contract's format (no planted problem yet)."""
-    rows, mem = [], []
-    version, weight = "1", 0.0
-    for day in range(1, DAYS + 1):
-        ones = rng.choice(PER_DAY, size=3, replace=False)  # isolated single failures
-        for i in range(PER_DAY):
-            t = round(((day - 1) * PER_DAY + i + 1) * SAMPLE_S, 2)
-            req = int(rng.integers(52, 92))
-            fail = int(i in ones and i % 3 == 0)
-            rows.append({"t_s": t, "day": day, "requests": req, "failed_requests": fail,
-                         "p95_ms": round(float(rng.normal(24, 2)), 1),
-                         "drift_score": round(float(rng.uniform(0.02, 0.06)), 3),
-                         "version": version, "canary_weight": weight, "alerts_firing": 0})
-            frac = day - 1 + (i + 0.5) / PER_DAY  # the day, as a fraction of the week
-            for p, mb in BASE_MB.items():
-                level = mb
-                if p == "prometheus":
-                    level *= 1 + 0.007 * frac
-                if p == "capstone":
-                    level *= 1 + 0.01 * frac
-                if p == "prefect" and day >= r["step_day"]:
-                    level *= 1.3
-                if p == "alert-receiver":
-                    grow = min(max(frac - (r["grow_from"] - 1), 0), 3)
-                    level *= 1 + 0.06 * grow if frac < r["grow_from"] + 2.5 else 1.0
-                    if day == r["drift"] and 7 <= i < 10:  # it runs the retrain: a spike
-                        level = 474.0
-                mem.append({"t_s": t, "day": day, "process": p,
-                            "rss_mb": round(level * (1 + float(rng.normal(0, 0.004))), 1)})
-    tl, mem_df = pd.DataFrame(rows), pd.DataFrame(mem)
-    days = [{"day": d, "rows": int(rng.integers(1900, 2100)), "drift_score": 0.0, "alerts": [],
-             "pipeline_runs": 0, "registered": [], "promoted": None, "rolled_back": None}
-            for d in range(1, DAYS + 1)]
-    return {"profile": "classroom", "days": days, "events": []}, tl, mem_df
-
-
-class Week:
-    """Adds the course's ordinary events (and the planted ones) to a base week."""
-
-    def __init__(self, report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng) -> None:
-        self.report, self.tl, self.mem, self.rng = report, tl, mem, rng
-        self.next_version = 1 + max([int(v) for d in report["days"] for v in d["registered"]]
-                                    + [1])
-
-    def day(self, d: int) -> dict:
-        return self.report["days"][d - 1]
-
-    def event(self, d: int, kind: str, detail: str, at: int | None = None) -> None:
-        """An event on day d, after the day's others (or at sample ``at`` of the day)."""
-        times = self.tl.loc[self.tl.day == d, "t_s"].to_numpy()
-        n = sum(e["day"] == d for e in self.report["events"])
-        t = times[at] - 1.0 if at is not None else times[0] + 1.3 * n
-        self.report["events"].append({"t_s": round(float(t), 2), "day": d, "kind": kind,
-                                      "detail": detail})
-
-    def register(self, d: int, why: str) -> str:
-        v = str(self.next_version)
-        self.next_version += 1
-        self.day(d)["pipeline_runs"] += 1
-        self.day(d)["registered"].append(v)
-        self.event(d, "pipeline_run", f"training pipeline ({why})")
-        self.event(d, "registered", f"simple-system v{v}")
-        return v
-
-    def burst(self, d: int, start: int, n: int, ratio: float) -> None:
-        idx = self.tl.index[self.tl.day == d][start:start + n]
-        failed = (self.tl.loc[idx, "requests"] * ratio).round().astype(int)
-        self.tl.loc[idx, "failed_requests"] = failed
-
-    def firing(self, d: int, alert: str, start: int, n: int = 4) -> None:
-        self.day(d)["alerts"].append(alert)
-        idx = self.tl.index[self.tl.day == d][start:start + n]
-        self.tl.loc[idx, "alerts_firing"] += 1
-
-    def set_version(self, d: int, start: int, version: str, weight: float = 0.0) -> None:
-        idx = self.tl.index[(self.tl.day > d) | ((self.tl.day == d) & (
-            self.tl.groupby("day").cumcount() >= start))]
-        self.tl.loc[idx, "version"] = version
-        self.tl.loc[idx, "canary_weight"] = weight
-
-
-def ordinary(w: Week, r: dict) -> None:
-    """Drift -> alert -> retrain -> canary over midnight; bad model rolled back at 10 %;
-    a scheduled retrain on the last day still in its canary when the week ends."""
-    for d in range(1, DAYS + 1):
-        w.event(d, "batch", f"{w.day(d)['rows']} rows; data contract passed")
-    d = r["drift"]
-    w.tl.loc[w.tl.day >= d, "drift_score"] = np.round(w.rng.uniform(0.35, 0.5), 3)
-    w.tl.loc[w.tl.day > d + 1, "drift_score"] = np.round(w.rng.uniform(0.03, 0.06), 3)
-    w.event(d, "drift_alert", "3 feature(s) drifted (max PSI 0.41); gauges published")
-    w.firing(d, DRIFT, 6)
-    w.event(d, "alert", f"{DRIFT} firing: Alertmanager called the receiver, retrain started")
-    v = w.register(d, "alert-triggered retrain")
-    w.event(d, "gate", f"v{v} vs production v1: passed (PASS no regression)")
-    for pct in (10, 25):
-        w.event(d, "canary_step", f"v{v} at {pct}%: continue (every check passed: next step)")
-    w.set_version(d, 14, "1", 0.25)
-    w.event(d + 1, "canary_step", f"v{v} at 50%: continue (every check passed: next step)")
-    w.event(d + 1, "canary_step", f"v{v} at 100%: promote (every check passed at 100 %)")
-    w.event(d + 1, "promoted", f"v{v} replaced v1 in production (replicas restarted one at a time)")
-    w.day(d + 1)["promoted"] = v
-    w.set_version(d + 1, 6, v, 0.0)
-    b = r["bad"]
-    v = w.register(b, "scheduled retrain")
-    w.event(b, "gate", f"v{v} vs production: passed (PASS no regression)")
-    w.event(b, "canary_step", f"v{v} at 10%: rollback (failed error_ratio (0.30 > 0.01))")
-    w.event(b, "rolled_back", f"v{v}: rolled_back at 10% (production stays on the champion)")
-    w.day(b)["rolled_back"] = v
-    w.burst(b, 8, 4, 0.03)
-    w.firing(b, PAGE, 9, 3)
-    last = DAYS
-    v = w.register(last, "scheduled retrain")
-    w.event(last, "gate", f"v{v} vs production: passed (PASS no regression)")
-    w.event(last, "canary_step", f"v{v} at 10%: continue")
-    w.set_version(last, 15, w.tl.loc[w.tl.day == last, "version"].iloc[0], 0.1)
-
-
-def plant(w: Week, r: dict) -> dict:
-    """The three problems the student must find; returns the answers."""
-    s = r["stuck"]
-    v = w.register(s, "scheduled retrain")
-    w.event(s, "gate", f"v{v} vs production: passed (PASS no regression)")  # then nothing
-    m = r["missed"]
-    start = int(w.rng.integers(3, max(4, int((w.tl.day == m).sum()) - 8)))
-    killed = next(p for p in REPLICAS if p != r["leak_process"])
-    w.event(m, "replica_killed", f"SIGKILL {killed}", at=start)
-    w.event(m, "replica_healed", f"{killed} restarted by the restart policy and ready 8.1 s "
-                                 "after the kill", at=start + 4)
-    rows = w.mem.index[(w.mem.day == m) & (w.mem.process == killed)][start:start + 3]
-    w.mem.loc[rows, "rss_mb"] = [72.4, 301.5, 590.2]  # the replica reloads its model
-    w.burst(m, start, 4, 0.04)  # 4 samples at 4 %: above 0.0144 over 5 samples, not over the day
-    w.firing(m, TICKET, start + 2, 3)  # the latency ticket fired; the page never did
-    p, ls = r["leak_process"], r["leak_start"]
-    per_day = w.mem.groupby(["day", "process"]).day.transform("size")
-    frac = w.mem.day - 1 + (w.mem.groupby(["day", "process"]).cumcount() + 0.5) / per_day
-    sel = (w.mem.process == p) & (frac > ls - 1)
-    w.mem.loc[sel, "rss_mb"] = (w.mem.loc[sel, "rss_mb"]
-                                * (1 + LEAK_PER_DAY * (frac[sel] - (ls - 1)))).round(1)
-    return {"leaks": [{"process": p, "start_day": ls}], "stuck": [{"version": v, "day": s}],
-            "missed": [m]}
-
-
-def renumber(report: dict, tl: pd.DataFrame, answers: dict) -> None:
-    """Version numbers in the order of registration days (MLflow numbers them as they come)."""
-    order = [v for d in report["days"] for v in d["registered"]]
-    first = min((int(v) for v in order), default=2)
-    new = {v: str(first + i) for i, v in enumerate(order)}
-    for d in report["days"]:
-        d["registered"] = [new[v] for v in d["registered"]]
-        for k in ("promoted", "rolled_back"):
-            d[k] = new.get(d[k], d[k])
-    for e in report["events"]:
-        e["detail"] = re.sub(r"\bv(\d+)\b", lambda m: "v" + new.get(m[1], m[1]), e["detail"])
-    tl["version"] = tl["version"].map(lambda v: new.get(v, v))
-    for s in answers["stuck"]:
-        s["version"] = new[s["version"]]
-
-
-def finish(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng, r: dict, seed: int,
-           real: bool = False) -> None:
-    """Per-day totals, the error budget, summary: everything derived from the samples (of a
-    real run, only what planting changed: failures, the error budget, peak memory)."""
-    if not real:
-        tl["rps"] = (tl.requests / SAMPLE_S).round(2)
-    tl["error_ratio"] = (tl.failed_requests / tl.requests).round(4)
-    tl["drift_score"] = tl["drift_score"].astype(float)
-    budget = 0.001 * tl.requests.sum()
-    spent = 0
-    for rec in report["days"]:
-        part = tl[tl.day == rec["day"]]
-        spent += int(part.failed_requests.sum())
-        if real:
-            rec.update({"failed_requests": rec["failed_requests"] + int(
-                part.failed_requests.sum() - part.planted_base.sum()),
-                "slo_budget_left": round(max(0.0, 1 - spent / budget), 3)})
-            continue
-        rec.update({"drift_score": round(float(part.drift_score.max()), 3),
-                    "requests": int(part.requests.sum()),
-                    "failed_requests": int(part.failed_requests.sum()),
-                    "p95_ms": round(float(part.p95_ms.quantile(0.95)), 1),
-                    "slo_budget_left": round(max(0.0, 1 - spent / budget), 3),
-                    "cost_per_1m": round(0.0384 / (part.rps.mean() * 3600) * 1e6, 3),
-                    "status": "ok"})
-    report["events"].sort(key=lambda e: e["t_s"])
-    report["seed"] = seed
-    if real:
-        report["summary"]["peak_mb"] = round(float(mem.groupby("t_s").rss_mb.sum().max()), 1)
-        report["summary"]["slo_met"] = bool(spent <= budget)
-    else:
-        report["summary"] = {"drift_day": r["drift"], "drift_detected_day": r["drift"],
-                             "retrained_day": r["drift"], "bad_model_day": r["bad"],
-                             "bad_model_max_weight": 0.1,
-                             "slo_met": bool(spent <= budget),
-                             "wall_s": float(tl.t_s.max()),
-                             "peak_mb": round(float(mem.groupby("t_s").rss_mb.sum().max()), 1)}
-    keys = ["profile", "seed", "days", "summary", "events"]
-    report.update({k: report.pop(k) for k in keys})
-
-
-def read_base(base: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """A real capstone run directory, cut to the contract's keys and columns."""
-    global DAYS  # noqa: PLW0603 - a real run sets the week's length
-    report = json.loads((base / "capstone.json").read_text())
-    if len(report["days"]) < 6 or any(d.get("status", "ok") != "ok" for d in report["days"]):
-        raise SystemExit(f"{base}: a base run needs 6 or more days, all ok (`mlops-course "
-                         "capstone run --profile classroom --days 7`); this one has "
-                         f"{[d.get('status', 'ok')[:40] for d in report['days']]}")
-    DAYS = len(report["days"])
-    report = {"profile": report["profile"], "days": report["days"],
-              "events": report["events"], "summary": report["summary"]}
-    tl = pd.read_csv(base / "timeline.csv", dtype={"version": str})
-    tl[["requests", "failed_requests"]] = tl[["requests", "failed_requests"]].round().astype(int)
-    mem = pd.read_csv(base / "memory.csv")[MEMORY_COLUMNS]
+def load(base: dict) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """(report, timeline, memory) of a trimmed run; counts as nullable integers (a sample
+    taken while no traffic was measured, as in the set-up's day 0, has empty counts)."""
+    report = json.loads(json.dumps(base["report"]))
+    tl = pd.read_csv(io.StringIO(base["timeline"]), dtype={"version": str})
+    for c in ("requests", "failed_requests", "alerts_firing"):
+        tl[c] = tl[c].round().astype("Int64")
+    mem = pd.read_csv(io.StringIO(base["memory"]))
     return report, tl, mem
 
 
-def roles_of(rng: np.random.Generator, report: dict, mem: pd.DataFrame) -> dict:
-    """Roles in a real run: its own drift and bad-model days; the planted ones on quiet days."""
+def drop_first_day(report: dict, tl: pd.DataFrame,
+                   mem: pd.DataFrame) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The week seen from its second day: day 1 removed, later days renumbered (day 0, the
+    set-up, stays)."""
+    report["days"] = [{**d, "day": d["day"] - 1} for d in report["days"] if d["day"] != 1]
+    report["events"] = [{**e, "day": e["day"] - 1} for e in report["events"] if e["day"] != 1]
+    report["canaries"] = [{**c, "day": c["day"] - 1} for c in report["canaries"]]
     s = report["summary"]
-    busy = {e["day"] for e in report["events"] if e["kind"] not in ("batch", "drift_alert")}
-    quiet = [d for d in range(2, DAYS) if d not in busy] or list(range(2, DAYS))
-    stuck, missed = (int(d) for d in rng.choice(quiet, size=2, replace=len(quiet) < 2))
-    replicas = sorted(p for p in mem.process.unique() if str(p).startswith("capstone-stable-r"))
-    global REPLICAS  # noqa: PLW0603 - the real run's replica names
-    REPLICAS = tuple(replicas)
-    return {"drift": s["drift_day"], "bad": s["bad_model_day"], "stuck": stuck,
-            "missed": missed, "leak_process": str(rng.choice(replicas)),
-            "leak_start": int(rng.integers(3, DAYS - 1))}
+    for k in ("drift_day", "drift_detected_day", "retrained_day", "bad_model_day"):
+        s[k] = s[k] - 1 if s[k] else s[k]
+    tl, mem = (df[df.day != 1].reset_index(drop=True) for df in (tl, mem))
+    for df in (tl, mem):
+        df.loc[df.day > 1, "day"] -= 1
+    return report, tl, mem
 
 
-def make(seed: int, base: Path | None = None) -> tuple[dict, dict[str, str]]:
-    """(planted answers, {file name: text}) of one seeded artefact set."""
-    rng = np.random.default_rng(seed)
-    if base is not None:
-        report, tl, mem = read_base(base)
-        tl["planted_base"] = tl["failed_requests"]
-        r = roles_of(rng, report, mem)
-    else:
-        r = roles(rng, DAYS)
-        report, tl, mem = base_week(rng, r)
-        w = Week(report, tl, mem, rng)
-        ordinary(w, r)
-    w = Week(report, tl, mem, rng)
-    answers = plant(w, r)
-    renumber(report, w.tl, answers)
-    finish(report, w.tl, w.mem, rng, r, seed, real=base is not None)
+def plant(report: dict, tl: pd.DataFrame, mem: pd.DataFrame, rng: np.random.Generator) -> dict:
+    """The three problems, in place; returns the answers (as the notebook's tasks state them)."""
+    days = report["days"]
+    last = days[-1]["day"]
+    ev = report["events"]
+    # the leak: a replica, from a day after the last promotion (a restart would reset it)
+    # whose day before was flat
+    replicas = sorted(p for p in mem.process.unique() if re.fullmatch(r".+-stable-r\d+", p))
+    promoted = max([d["day"] for d in days if d["promoted"]] or [0])
+    med = mem.groupby(["process", "day"]).rss_mb.median()
+    pairs = [(r, s) for r in replicas for s in range(max(promoted + 1, 3), last - 1)
+             if med[r][s - 1] / med[r][s - 2] - 1 < 0.02]  # flat before (no kill's reload)
+    if not pairs:
+        raise SystemExit("the base run has no replica with a flat day after its last promotion "
+                         "and three days left to plant the leak in")
+    p, start = pairs[int(rng.integers(len(pairs)))]
+    per_day = mem.groupby(["day", "process"]).day.transform("size")
+    frac = mem.day - 1 + (mem.groupby(["day", "process"]).cumcount() + 0.5) / per_day
+    sel = (mem.process == p) & (frac > start - 1)
+    extra = mem.loc[sel, "rss_mb"] * LEAK_PER_DAY * (frac[sel] - (start - 1))
+    mem.loc[sel, "rss_mb"] = (mem.loc[sel, "rss_mb"] + extra).round(1)
+    report["summary"]["peak_mb"] = round(report["summary"]["peak_mb"] + float(extra.max()), 1)
+    # the stuck version: a scheduled retrain on a quiet day after the last registration
+    registered = [int(v) for d in days for v in d["registered"]]
+    busy = {e["day"] for e in ev if e["kind"] != "batch"}
+    quiet = [d["day"] for d in days if d["day"] not in busy
+             and d["day"] > max([d["day"] for d in days if d["registered"]] or [0])
+             and d["day"] + 1 <= last]
+    if not quiet:
+        raise SystemExit("the base run has no quiet day after its last registration to plant "
+                         "the stuck retrain on")
+    s = int(rng.choice(quiet))
+    v = str(max(registered + [1]) + 1)
+    champion = "v" + tl.loc[tl.day == s, "version"].dropna().iloc[-1]  # in production then
+    gate = next(e for e in ev if e["kind"] == "gate" and ": passed (" in e["detail"])
+    checks = gate["detail"].split(": passed (", 1)[1]
+    times = tl.loc[tl.day == s, "t_s"].to_numpy()
+    t0 = float(times[1] if len(times) > 1 else times[0])
+    name = next(e for e in ev if e["kind"] == "registered")["detail"].split()[0]
+    for i, (kind, detail) in enumerate([
+            ("pipeline_run", f"scheduled retrain: {name} v{v}"),
+            ("registered", f"{name} v{v}"),
+            ("gate", f"v{v} vs production {champion}: passed ({checks}")]):
+        ev.append({"t_s": round(t0 + 0.4 * i, 2), "day": s, "kind": kind, "detail": detail})
+    day = days[s - days[0]["day"]]
+    day["pipeline_runs"] += 1
+    day["registered"].append(v)
+    code = next((x["code"] for x in report["lineage"] if x["how"].startswith("pipeline")), None)
+    report["lineage"].append({"version": v, "how": "pipeline (scheduled)",
+                              "run_id": rng.bytes(16).hex(), "data": rng.bytes(6).hex(),
+                              "code": code})
+    # the missed page: failures right after the real replica kill, a ticket, no page
+    kill = next(e for e in ev if e["kind"] == "replica_killed")
+    m = kill["day"]
+    whole = tl.index[tl.day == m]
+    part = tl[(tl.day == m) & (tl.t_s > kill["t_s"]) & (tl.requests.fillna(0) > 0)].index[:2]
+    n = min(WINDOW, len(whole))
+    sums = tl.loc[whole, "requests"].astype(float).rolling(n).sum()  # NaN: an empty count
+    ends = sums.loc[part[-1]:].iloc[:n - len(part) + 1].dropna()
+    if part.empty or ends.empty:
+        raise SystemExit(f"day {m} has no {n} samples with counts around its replica kill")
+    failed = math.ceil(float(rng.uniform(0.018, 0.03)) * float(ends.min()))
+    share = tl.loc[part, "requests"] / tl.loc[part, "requests"].sum()
+    bad = (share * failed).round().astype(int)
+    bad.iloc[0] += failed - int(bad.sum())
+    tl.loc[part, "failed_requests"] += bad.to_numpy()
+    tl.loc[part, "error_ratio"] = (tl.loc[part, "failed_requests"]
+                                   / tl.loc[part, "requests"]).astype(float).round(4)
+    tl.loc[part[-1:], "alerts_firing"] += 1
+    day = days[m - days[0]["day"]]
+    day["alerts"] = sorted(set(day["alerts"]) | {TICKET})
+    day["failed_requests"] += failed
+    spent = requests = 0
+    for d in days:
+        requests, spent = requests + d["requests"], spent + d["failed_requests"]
+        allowed = (1 - report["availability"]) * requests
+        d["slo_budget_left"] = round(max(0.0, 1 - spent / allowed), 4) if allowed else 1.0
+    report["summary"]["slo_met"] = bool(days[-1]["slo_budget_left"] > 0
+                                        and report["summary"]["slo_met"])
+    ev.sort(key=lambda e: e["t_s"])
+    return {"leaks": [{"process": p, "start_day": start}], "stuck": [{"version": v, "day": s}],
+            "missed": [m]}
+
+
+def make(seed: int, base: dict, first_day_dropped: bool = False) -> tuple[dict, dict[str, str]]:
+    """(planted answers, {file name: text}) of one artefact set, checked by the solution."""
+    report, tl, mem = load(base)
+    if first_day_dropped:
+        report, tl, mem = drop_first_day(report, tl, mem)
+    answers = plant(report, tl, mem, np.random.default_rng(seed))
+    report.pop("availability")
+    report = {k: report[k] for k in REPORT_KEYS}
     files = {"capstone.json": json.dumps(report, indent=1) + "\n",
-             "timeline.csv": w.tl[TIMELINE_COLUMNS].to_csv(index=False),
-             "memory.csv": w.mem[MEMORY_COLUMNS].to_csv(index=False)}
-    answers["roles"] = r
+             "timeline.csv": tl[TIMELINE_COLUMNS].to_csv(index=False),
+             "memory.csv": mem[MEMORY_COLUMNS].to_csv(index=False)}
+    expected = sorted(
+        [{"day": x["start_day"], "kind": "memory_leak", "subject": x["process"]}
+         for x in answers["leaks"]]
+        + [{"day": x["day"], "kind": "stuck_version", "subject": x["version"]}
+           for x in answers["stuck"]]
+        + [{"day": d, "kind": "missed_alert", "subject": "replica_killed"}
+           for d in answers["missed"]], key=lambda f: (f["day"], f["kind"]))
+    found = solution()["diagnose"](*read(files))
+    if found != expected:
+        raise SystemExit(f"the solution finds {found} in seed {seed}'s week, not only the "
+                         f"planted {expected}: plant into another run")
     return answers, files
+
+
+def read(files: dict[str, str]) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """The artefacts as the notebook's ``load_run`` reads them."""
+    return (json.loads(files["capstone.json"]),
+            pd.read_csv(io.StringIO(files["timeline.csv"]), dtype={"version": str}),
+            pd.read_csv(io.StringIO(files["memory.csv"])))
+
+
+def solution() -> dict:
+    """The notebook's solution functions (cells find_leaks, find_stuck, missed_alerts,
+    diagnose)."""
+    nb = json.loads(NOTEBOOK.read_text())
+    ns: dict = {"pd": pd}
+    for c in nb["cells"]:
+        if c["metadata"].get("nbgrader", {}).get("grade_id") in (
+                "find_leaks", "find_stuck", "missed_alerts", "diagnose"):
+            exec("".join(c["source"]), ns)  # noqa: S102 - the course's own notebook
+    return ns
 
 
 def pack(answers: dict, files: dict[str, str]) -> str:
@@ -336,44 +263,50 @@ def with_second(nb_text: str, second: dict, files: dict[str, str]) -> str:
     src = "".join(cell["source"])
     if not SECOND_BLOCK.search(src):
         raise SystemExit("no `_SECOND = (...)` block in cell test_find_leaks_hidden")
-    answers = {k: v for k, v in second.items() if k != "roles"}
-    cell["source"] = SECOND_BLOCK.sub(lambda _: pack(answers, files), src).splitlines(keepends=True)
+    cell["source"] = SECOND_BLOCK.sub(lambda _: pack(second, files), src).splitlines(keepends=True)
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
-def check(base: Path | None = None) -> list[str]:
-    """What differs between the committed artefacts and a fresh seeded build ([] if none)."""
-    _, files = make(1, base)
-    second, files2 = make(2, base)
-    out = [f"data/{n} differs from seed 1" for n, text in files.items()
+def both() -> tuple[tuple[dict, dict], tuple[dict, dict]]:
+    """The students' set and the hidden set, from the stored run."""
+    base = json.loads(BASE.read_text())
+    return make(SEED, base), make(HIDDEN_SEED, base, first_day_dropped=True)
+
+
+def check() -> list[str]:
+    """What differs between the committed artefacts and a fresh build ([] if none)."""
+    (_, files), (second, files2) = both()
+    out = [f"data/{n} differs from seed {SEED}'s" for n, text in files.items()
            if not (HERE / "data" / n).exists() or (HERE / "data" / n).read_text() != text]
     text = NOTEBOOK.read_text()
     if with_second(text, second, files2) != text:
-        out.append(f"the hidden set in {NOTEBOOK.name} differs from seed 2")
+        out.append(f"the hidden set in {NOTEBOOK.name} differs from seed {HIDDEN_SEED}'s")
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", type=Path, help="a real capstone run directory to plant into")
+    ap.add_argument("--base", type=Path, help="a capstone run directory to plant into")
     ap.add_argument("--check", action="store_true",
-                    help="only check that the committed files are what the seeds give")
+                    help="only check that the committed files are what the stored run gives")
     args = ap.parse_args()
     if args.check:
-        problems = check(args.base)
-        print("\n".join(problems) or "OK: data/ and the hidden set are what seeds 1 and 2 give")
+        problems = check()
+        print("\n".join(problems) or "OK: data/ and the hidden set are what the stored run gives")
         raise SystemExit(1 if problems else 0)
-    answers, files = make(1, args.base)
+    if args.base is not None:
+        BASE.write_text(json.dumps(trim(args.base), indent=1) + "\n")
+    (answers, files), (second, files2) = both()
     out = HERE / "data"
     out.mkdir(exist_ok=True)
     for name, text in files.items():
         (out / name).write_text(text)
-    print("students' set (seed 1):", json.dumps(answers))
-    second, files2 = make(2, args.base)
-    print("hidden set (seed 2):   ", json.dumps(second))
+    print(f"students' set (seed {SEED}):", json.dumps(answers))
+    print(f"hidden set (seed {HIDDEN_SEED}):   ", json.dumps(second))
     NOTEBOOK.write_text(with_second(NOTEBOOK.read_text(), second, files2))
     size = sum((out / n).stat().st_size for n in files)
-    print(f"wrote {out} ({size / 1024:.0f} KB) and the hidden set into {NOTEBOOK.name}")
+    print(f"wrote {out} ({size / 1024:.0f} KB) and the hidden set into {NOTEBOOK.name}; the "
+          f"stored run {BASE.name} takes {BASE.stat().st_size / 1024:.0f} KB")
 
 
 if __name__ == "__main__":
