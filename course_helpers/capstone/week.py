@@ -603,6 +603,7 @@ class Week:
         self.event("alert", "ModelInputDrift firing: Alertmanager called the receiver, "
                             "which started the pipeline")
         done = alerting.wait_for_retrain(after=after, timeout=240)
+        _reap_retrains(after)
         rec["pipeline_runs"] += 1
         if not done.get("ok"):
             done = _already_trained(done)
@@ -871,6 +872,28 @@ def _already_trained(done: dict) -> dict:
         return {**done, "ok": True, "version": entry["version"],
                 "alias": entry.get("alias"), "reused": True}
     return done
+
+
+def _reap_retrains(after: float, timeout_s: float = 30.0) -> list[str]:
+    """Wait until the retrain processes the receiver started since ``after`` have exited
+    (their record is written before the interpreter flushes Prefect's events and exits:
+    ~350 MB still held), stopping any still alive after ``timeout_s``; returns their names.
+    The next step starts a canary server: the two must not overlap."""
+    from ..monitoring import alerting
+    from ..supervisor import Supervisor
+
+    names = [r["process"] for r in alerting.received("retrain")
+             if r.get("event") == "started" and r.get("at", 0) >= after and r.get("process")]
+    sup = Supervisor()
+    deadline = time.time() + timeout_s
+    for name in names:
+        while time.time() < deadline:
+            rec = sup.get(name)
+            if rec is None or not rec.is_alive():
+                break
+            time.sleep(0.2)
+        sup.stop(name)
+    return names
 
 
 def _healthy(week: Week) -> bool:

@@ -256,3 +256,24 @@ def test_the_supervisors_record_folder_is_refused_as_out(tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     with pytest.raises(CourseError, match="choose another --out"):
         week.run_week("smoke", out=tmp_path / "run", verbose=False)
+
+
+def test_reap_retrains_waits_for_the_receivers_retrain_process_then_stops_it(workspace):
+    import sys
+    import time
+
+    from course_helpers.monitoring.prometheus import monitoring_dir
+    from course_helpers.supervisor import Supervisor
+
+    sup = Supervisor()
+    before = time.time() - 1
+    rows = []
+    for name, seconds in (("retrain-1-quick", "0.3"), ("retrain-2-stuck", "60")):
+        sup.start(name, [sys.executable, "-c", f"import time; time.sleep({seconds})"])
+        rows.append({"event": "started", "process": name, "at": time.time()})
+    (monitoring_dir() / "retrain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t0 = time.time()
+    assert week._reap_retrains(before, timeout_s=2.0) == ["retrain-1-quick", "retrain-2-stuck"]
+    assert time.time() - t0 < 15
+    assert all(sup.get(n) is None for n in ("retrain-1-quick", "retrain-2-stuck"))
+    assert week._reap_retrains(time.time()) == []
