@@ -7,7 +7,8 @@ from pathlib import Path
 
 #: events annotated on the plot, with their marker colour
 MARKED = {"drift_alert": "tab:orange", "alert": "tab:red", "promoted": "tab:green",
-          "rolled_back": "tab:purple", "replica_killed": "black", "day_failed": "red"}
+          "rolled_back": "tab:purple", "replica_killed": "black", "day_failed": "red",
+          "scaled": "tab:cyan"}
 
 
 def timeline_plot(run_dir: str | Path):

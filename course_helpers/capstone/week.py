@@ -11,6 +11,8 @@ restart policy on). Each day:
 3. lesson 08's drift monitor checks the batch against the training reference and publishes
    its gauges; on the drift day the ``ModelInputDrift`` rule fires in Prometheus,
    Alertmanager calls the receiver, the receiver starts lesson 03's pipeline (trigger path);
+   production is scaled in by one replica while the retrain runs (memory for the training
+   job on a 2 GB machine) and back out before the canary;
 4. a new version (the retrain, or on ``bad_model_day`` lesson 09's slow challenger) goes
    through lesson 05's model gate against the production model, then lesson 09's canary
    controller; promoted versions replace the production replicas one at a time;
@@ -40,7 +42,7 @@ from .plan import Plan, make_plan
 STABLE = "capstone-stable"
 EVENT_KINDS = ("batch", "drift_alert", "alert", "pipeline_run", "registered", "gate",
                "canary_step", "promoted", "rolled_back", "replica_killed", "replica_healed",
-               "day_failed")
+               "day_failed", "scaled")
 DAY_KEYS = ("day", "rows", "drift_score", "alerts", "pipeline_runs", "registered", "promoted",
             "rolled_back", "requests", "failed_requests", "p95_ms", "slo_budget_left",
             "cost_per_1m")
@@ -568,8 +570,6 @@ class Week:
 
     def _drift_retrain(self, rec: dict, res: dict) -> str | None:
         """The drift alert's path: Prometheus rule -> Alertmanager -> receiver -> pipeline."""
-        from ..monitoring import alerting
-
         from .. import monitoring
 
         after = time.time() - 1
@@ -583,6 +583,32 @@ class Week:
             self.event("alert", "ModelInputDrift still firing since an earlier day (its "
                                 "retrain already ran)")
             return None
+        with self._room_for_training("the alert-triggered retrain"):
+            done = self._alert_to_retrain(rec, after)
+        rec["pipeline_runs"] += 1
+        if not done.get("ok"):
+            done = _already_trained(done)
+        if not done.get("ok"):
+            raise DayFailed(f"the alert-triggered pipeline run failed: {done.get('error')}")
+        v = str(done["version"])
+        self.event("pipeline_run", f"retrain finished: {self.name} v{v} as @{done['alias']}"
+                   + (" (this batch was trained on before: the registered version is reused)"
+                      if done.get("reused") else ""))
+        if self.summary["retrained_day"] is None:
+            self.summary["retrained_day"] = self.day
+        if v == self.version:
+            return None
+        rec["registered"].append(v)
+        self.trace_version(v, "pipeline (alert-triggered retrain)")
+        self.event("registered", f"{self.name} v{v}")
+        return v
+
+    def _alert_to_retrain(self, rec: dict, after: float) -> dict:
+        """Wait for ModelInputDrift at the receiver, then for the retrain it started; returns
+        the retrain's ``finished`` record once its process has exited and Prefect's server
+        this run started is stopped."""
+        from ..monitoring import alerting
+
         deadline = time.time() + 30
         fired = None
         while time.time() < deadline and fired is None:
@@ -602,26 +628,34 @@ class Week:
             self.summary["drift_detected_day"] = self.day
         self.event("alert", "ModelInputDrift firing: Alertmanager called the receiver, "
                             "which started the pipeline")
-        done = alerting.wait_for_retrain(after=after, timeout=240)
-        _reap_retrains(after)
-        rec["pipeline_runs"] += 1
-        if not done.get("ok"):
-            done = _already_trained(done)
-        if not done.get("ok"):
-            raise DayFailed(f"the alert-triggered pipeline run failed: {done.get('error')}")
-        v = str(done["version"])
-        self.event("pipeline_run", f"retrain finished: {self.name} v{v} as @{done['alias']}"
-                   + (" (this batch was trained on before: the registered version is reused)"
-                      if done.get("reused") else ""))
-        if self.summary["retrained_day"] is None:
-            self.summary["retrained_day"] = self.day
-        self._release_prefect()
-        if v == self.version:
-            return None
-        rec["registered"].append(v)
-        self.trace_version(v, "pipeline (alert-triggered retrain)")
-        self.event("registered", f"{self.name} v{v}")
-        return v
+        try:
+            return alerting.wait_for_retrain(after=after, timeout=240)
+        finally:
+            _reap_retrains(after)
+            self._release_prefect()
+
+    @contextlib.contextmanager
+    def _room_for_training(self, what: str):
+        """Production scaled in by one replica (lesson 02's ``Backend.scale``: nginx stops
+        sending it traffic first) while ``what`` runs, then back out, ready, before the
+        canary. On one 2 GB machine (Binder) a retrain (the pipeline's process and Prefect's
+        server, ~580 MB) does not fit beside two replicas (~290 MB each), the driver, Locust
+        and the monitoring within the 1.6 GB budget; one replica fewer costs redundancy for
+        the retrain's seconds (on Binder's one CPU the replicas share that CPU anyway, and
+        the week's traffic fits one replica). In the cloud the training job runs on machines
+        of its own."""
+        n = len(self.dep.replicas)
+        if n < 2:
+            yield
+            return
+        self.backend.scale(self.dep, n - 1)
+        self.event("scaled", f"production scaled in to {n - 1} replica(s) while {what} runs "
+                             "(memory for the training job)")
+        try:
+            yield
+        finally:
+            self.backend.scale(self.dep, n)
+            self.event("scaled", f"production back to {n} replicas (ready)")
 
     def _scheduled_retrain(self, rec: dict) -> str | None:
         """A scheduled retrain: the same pipeline entry point, started by the clock."""
@@ -631,15 +665,17 @@ class Week:
         after = time.time() - 1
         name = f"capstone-retrain-{self.day}"
         pdir = self.out / "pipeline"
-        Supervisor().start(name, [sys.executable, "-m", "course_helpers.monitoring.alerting",
-                                  "retrain", "--dir", str(pdir), "--alertname", "schedule",
-                                  "--profile", self.plan.profile], timeout=5)
-        try:
-            done = alerting.wait_for_retrain(after=after, timeout=240, poll=0.5, directory=pdir)
-        except CourseError:
-            done = None
-        finally:
-            Supervisor().stop(name)
+        with self._room_for_training("the scheduled retrain"):
+            Supervisor().start(name, [sys.executable, "-m", "course_helpers.monitoring.alerting",
+                                      "retrain", "--dir", str(pdir), "--alertname", "schedule",
+                                      "--profile", self.plan.profile], timeout=5)
+            try:
+                done = alerting.wait_for_retrain(after=after, timeout=240, poll=0.5,
+                                                 directory=pdir)
+            except CourseError:
+                done = None
+            finally:
+                Supervisor().stop(name)
         rec["pipeline_runs"] += 1
         if not done or not done.get("ok"):
             raise DayFailed(f"the scheduled pipeline run failed: {(done or {}).get('error')}")
