@@ -7,6 +7,10 @@ restart policy on). Each day:
 
 1. a batch arrives (lesson 08's seeded generator of the course dataset: covariate drift from
    ``plan.drift_day`` on); lesson 05's data gate validates it against the data contract;
+   the day's transactions of lesson 07's generator get their rolling features from lesson
+   07's reference engine, materialised into its online store (``features/online.db``; the
+   feature view a user-level model reads at request time; the served model of the week is
+   the course's 30-feature model, whose batch is the one above);
 2. lesson 02's paced Locust users send production traffic through nginx all day;
 3. lesson 08's drift monitor checks the batch against the training reference and publishes
    its gauges; on the drift day the ``ModelInputDrift`` rule fires in Prometheus,
@@ -185,6 +189,8 @@ class Week:
         self.skew: list[dict] = []
         self.canaries: list[dict] = []
         self.trace: list[dict] = []
+        self.features: list[dict] = []
+        self.store = None
         self.cum = {"requests": 0, "failed": 0}
         self.p95s: list[float] = []
         self._stop = threading.Event()
@@ -324,6 +330,7 @@ class Week:
         self.trace_version(self.version, "baseline champion (the week starts from it)")
         X_ref, y_ref, model = drift.reference(p.profile, seed=self.seed)
         self.monitor = drift.DriftMonitor().fit(X_ref, model, y_ref)
+        self._setup_features()
         cpus = min(2.0, config.cpu_limit())
         # 1 GB a replica (lesson 02's default): a replica holds ~600 MB RSS (master and its
         # forked worker), and a tighter memory cgroup OOM-kills it over and over under load
@@ -376,6 +383,49 @@ class Week:
             with contextlib.suppress(Exception):
                 orchestrator.stop_server()
 
+    def _setup_features(self) -> None:
+        """Lesson 07's seeded transactions (``plan.rows`` events a day over its 28 days) and
+        its online store (SQLite), under ``<out>/features``."""
+        from ..features import data as fdata
+        from ..features.store import OnlineStore
+
+        folder = self.out / "features"
+        fdata.generate(self.plan.rows * fdata.DAYS, folder, seed=self.seed, show=False)
+        (folder / "online.db").unlink(missing_ok=True)
+        self.store = OnlineStore(folder / "online.db")
+
+    def _day_features(self, day: int) -> dict:
+        """The day's lesson-07 features: the rolling features (lesson 07's reference engine)
+        of the last ``WINDOW_DAYS`` days' events, materialised as of the day's end, then read
+        back as a request would (``OnlineStore.get``) to measure their age. Simulated day
+        ``d`` is the data's day ``(d - 1) % 28``."""
+        import pandas as pd
+
+        from ..features import data as fdata
+        from ..features.engines import WINDOW_DAYS, rolling_features
+
+        k = (day - 1) % fdata.DAYS
+        start = pd.Timestamp(fdata.START)
+        frames = {}
+        for i in range(max(0, k - WINDOW_DAYS + 1), k + 1):
+            date = (start + pd.Timedelta(days=i)).strftime("%Y-%m-%d")
+            files = sorted((self.out / "features" / "events" / f"day={date}").glob("*.parquet"))
+            frames[i] = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        rolling = rolling_features(pd.concat(frames.values(), ignore_index=True))
+        as_of = start + pd.Timedelta(days=k + 1)
+        users = self.store.materialize(rolling, as_of)
+        served = self.store.get(sorted(rolling["user_id"].unique()), at=as_of)
+        age = (served["label_ts"] - served["feature_ts"]).dt.total_seconds()
+        entry = {"day": day, "data_day": str((start + pd.Timedelta(days=k)).date()),
+                 "events": len(frames[k]), "window_events": int(sum(map(len, frames.values()))),
+                 "users_materialised": users,
+                 "feature_age_s_median": round(float(age.median()), 1)}
+        self.features.append(entry)
+        self.event("batch", f"lesson 07: {entry['events']} transactions of "
+                            f"{entry['data_day']}; rolling features of {users} users "
+                            f"materialised (median age {entry['feature_age_s_median']:.0f} s)")
+        return entry
+
     def teardown(self) -> None:
         """Stop everything this run started (each step on its own: one failure does not keep
         the others running)."""
@@ -412,6 +462,9 @@ class Week:
             with contextlib.suppress(Exception):
                 monitoring.stop()
         self._release_prefect()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
 
     # lineage --------------------------------------------------------------------------
     def trace_version(self, version: str, how: str) -> None:
@@ -478,6 +531,7 @@ class Week:
         if not dgate.passed:
             raise DayFailed(f"day {day}'s batch broke the data contract: "
                             f"{dgate.checks[0].detail}")
+        self._day_features(day)
         self.load = BackgroundLoad(self.dep.url, p.users, p.rate, max_s=900,
                                    out_dir=self.out / "load", label=f"day{day}").start()
         try:
@@ -651,11 +705,16 @@ class Week:
         self.backend.scale(self.dep, n - 1)
         self.event("scaled", f"production scaled in to {n - 1} replica(s) while {what} runs "
                              "(memory for the training job)")
+        interrupted = False
         try:
             yield
+        except KeyboardInterrupt:
+            interrupted = True  # teardown stops production: nothing to scale back out
+            raise
         finally:
-            self.backend.scale(self.dep, n)
-            self.event("scaled", f"production back to {n} replicas (ready)")
+            if not interrupted:
+                self.backend.scale(self.dep, n)
+                self.event("scaled", f"production back to {n} replicas (ready)")
 
     def _scheduled_retrain(self, rec: dict) -> str | None:
         """A scheduled retrain: the same pipeline entry point, started by the clock."""
@@ -871,7 +930,7 @@ class Week:
                 "slo": {"availability": self.plan.slo_availability,
                         "p95_ms": self.plan.slo_p95_ms},
                 "gates": self.gates, "canaries": self.canaries, "lineage": self.trace,
-                "skew": self.skew,
+                "skew": self.skew, "features": self.features,
                 # restarts by the restart policy, per replica: the kill, each rolling update,
                 # and nothing else (more means replicas crash on their own)
                 "restarts": dict(getattr(self.backend, "restarts", {}) or {})}

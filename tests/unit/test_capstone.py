@@ -277,3 +277,27 @@ def test_reap_retrains_waits_for_the_receivers_retrain_process_then_stops_it(wor
     assert time.time() - t0 < 15
     assert all(sup.get(n) is None for n in ("retrain-1-quick", "retrain-2-stuck"))
     assert week._reap_retrains(time.time()) == []
+
+
+def test_each_day_materialises_lesson_07_features_into_its_online_store(workspace, tmp_path):
+    from course_helpers.capstone.report import report_md
+    from course_helpers.features import data as fdata
+
+    w = week.Week(planmod.make_plan("smoke"), tmp_path, verbose=False)
+    w._setup_features()
+    try:
+        first, second = w._day_features(1), w._day_features(2)
+        one_day = fdata.load_events(tmp_path / "features")
+        one_day = one_day[one_day["ts"] < pd.Timestamp(fdata.START) + pd.Timedelta(days=1)]
+        assert first["events"] == len(one_day) > 0
+        assert first["users_materialised"] == one_day["user_id"].nunique()
+        assert second["window_events"] == first["events"] + second["events"]
+        assert second["users_materialised"] >= first["users_materialised"]
+        served = w.store.get([int(one_day["user_id"].iloc[0])], at="2026-03-04")
+        assert served["feature_ts"].iloc[0] < pd.Timestamp("2026-03-04")
+        assert 0 < second["feature_age_s_median"] < 86_400
+    finally:
+        w.store.close()
+    md = report_md({"profile": "smoke", "seed": 0, "days": [], "features": w.features,
+                    "summary": {k: None for k in week.SUMMARY_KEYS} | {"slo_met": True}})
+    assert f"{first['events']} transactions of {first['data_day']}" in md
