@@ -7,7 +7,8 @@ from pathlib import Path
 
 #: events annotated on the plot, with their marker colour
 MARKED = {"drift_alert": "tab:orange", "alert": "tab:red", "promoted": "tab:green",
-          "rolled_back": "tab:purple", "replica_killed": "black", "day_failed": "red"}
+          "rolled_back": "tab:purple", "replica_killed": "black", "day_failed": "red",
+          "scaled": "tab:cyan"}
 
 
 def timeline_plot(run_dir: str | Path):
@@ -85,6 +86,12 @@ def report_md(data: dict) -> str:
             if col in shown:
                 shown[col] = shown[col].apply(lambda v: ", ".join(map(str, v or [])))
         lines.append(shown.to_markdown(index=False) if _has_tabulate() else shown.to_string())
+    if data.get("features"):
+        lines += ["", "## Lesson 07's features, materialised each day", ""]
+        for f in data["features"]:
+            lines.append(f"- day {f['day']}: {f['events']} transactions of {f['data_day']}, "
+                         f"{f['users_materialised']} users in the online store, median "
+                         f"feature age {f['feature_age_s_median']:g} s")
     lines += ["", "## Gates and canaries", ""]
     for g in data.get("gates", []):
         if g["stage"] == "model":

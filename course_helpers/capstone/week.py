@@ -7,10 +7,16 @@ restart policy on). Each day:
 
 1. a batch arrives (lesson 08's seeded generator of the course dataset: covariate drift from
    ``plan.drift_day`` on); lesson 05's data gate validates it against the data contract;
+   the day's transactions of lesson 07's generator get their rolling features from lesson
+   07's reference engine, materialised into its online store (``features/online.db``; the
+   feature view a user-level model reads at request time; the served model of the week is
+   the course's 30-feature model, whose batch is the one above);
 2. lesson 02's paced Locust users send production traffic through nginx all day;
 3. lesson 08's drift monitor checks the batch against the training reference and publishes
    its gauges; on the drift day the ``ModelInputDrift`` rule fires in Prometheus,
    Alertmanager calls the receiver, the receiver starts lesson 03's pipeline (trigger path);
+   production is scaled in by one replica while the retrain runs (memory for the training
+   job on a 2 GB machine) and back out before the canary;
 4. a new version (the retrain, or on ``bad_model_day`` lesson 09's slow challenger) goes
    through lesson 05's model gate against the production model, then lesson 09's canary
    controller; promoted versions replace the production replicas one at a time;
@@ -40,7 +46,7 @@ from .plan import Plan, make_plan
 STABLE = "capstone-stable"
 EVENT_KINDS = ("batch", "drift_alert", "alert", "pipeline_run", "registered", "gate",
                "canary_step", "promoted", "rolled_back", "replica_killed", "replica_healed",
-               "day_failed")
+               "day_failed", "scaled")
 DAY_KEYS = ("day", "rows", "drift_score", "alerts", "pipeline_runs", "registered", "promoted",
             "rolled_back", "requests", "failed_requests", "p95_ms", "slo_budget_left",
             "cost_per_1m")
@@ -183,6 +189,8 @@ class Week:
         self.skew: list[dict] = []
         self.canaries: list[dict] = []
         self.trace: list[dict] = []
+        self.features: list[dict] = []
+        self.store = None
         self.cum = {"requests": 0, "failed": 0}
         self.p95s: list[float] = []
         self._stop = threading.Event()
@@ -322,6 +330,7 @@ class Week:
         self.trace_version(self.version, "baseline champion (the week starts from it)")
         X_ref, y_ref, model = drift.reference(p.profile, seed=self.seed)
         self.monitor = drift.DriftMonitor().fit(X_ref, model, y_ref)
+        self._setup_features()
         cpus = min(2.0, config.cpu_limit())
         # 1 GB a replica (lesson 02's default): a replica holds ~600 MB RSS (master and its
         # forked worker), and a tighter memory cgroup OOM-kills it over and over under load
@@ -374,6 +383,49 @@ class Week:
             with contextlib.suppress(Exception):
                 orchestrator.stop_server()
 
+    def _setup_features(self) -> None:
+        """Lesson 07's seeded transactions (``plan.rows`` events a day over its 28 days) and
+        its online store (SQLite), under ``<out>/features``."""
+        from ..features import data as fdata
+        from ..features.store import OnlineStore
+
+        folder = self.out / "features"
+        fdata.generate(self.plan.rows * fdata.DAYS, folder, seed=self.seed, show=False)
+        (folder / "online.db").unlink(missing_ok=True)
+        self.store = OnlineStore(folder / "online.db")
+
+    def _day_features(self, day: int) -> dict:
+        """The day's lesson-07 features: the rolling features (lesson 07's reference engine)
+        of the last ``WINDOW_DAYS`` days' events, materialised as of the day's end, then read
+        back as a request would (``OnlineStore.get``) to measure their age. Simulated day
+        ``d`` is the data's day ``(d - 1) % 28``."""
+        import pandas as pd
+
+        from ..features import data as fdata
+        from ..features.engines import WINDOW_DAYS, rolling_features
+
+        k = (day - 1) % fdata.DAYS
+        start = pd.Timestamp(fdata.START)
+        frames = {}
+        for i in range(max(0, k - WINDOW_DAYS + 1), k + 1):
+            date = (start + pd.Timedelta(days=i)).strftime("%Y-%m-%d")
+            files = sorted((self.out / "features" / "events" / f"day={date}").glob("*.parquet"))
+            frames[i] = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        rolling = rolling_features(pd.concat(frames.values(), ignore_index=True))
+        as_of = start + pd.Timedelta(days=k + 1)
+        users = self.store.materialize(rolling, as_of)
+        served = self.store.get(sorted(rolling["user_id"].unique()), at=as_of)
+        age = (served["label_ts"] - served["feature_ts"]).dt.total_seconds()
+        entry = {"day": day, "data_day": str((start + pd.Timedelta(days=k)).date()),
+                 "events": len(frames[k]), "window_events": int(sum(map(len, frames.values()))),
+                 "users_materialised": users,
+                 "feature_age_s_median": round(float(age.median()), 1)}
+        self.features.append(entry)
+        self.event("batch", f"lesson 07: {entry['events']} transactions of "
+                            f"{entry['data_day']}; rolling features of {users} users "
+                            f"materialised (median age {entry['feature_age_s_median']:.0f} s)")
+        return entry
+
     def teardown(self) -> None:
         """Stop everything this run started (each step on its own: one failure does not keep
         the others running)."""
@@ -410,6 +462,9 @@ class Week:
             with contextlib.suppress(Exception):
                 monitoring.stop()
         self._release_prefect()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                self.store.close()
 
     # lineage --------------------------------------------------------------------------
     def trace_version(self, version: str, how: str) -> None:
@@ -476,6 +531,7 @@ class Week:
         if not dgate.passed:
             raise DayFailed(f"day {day}'s batch broke the data contract: "
                             f"{dgate.checks[0].detail}")
+        self._day_features(day)
         self.load = BackgroundLoad(self.dep.url, p.users, p.rate, max_s=900,
                                    out_dir=self.out / "load", label=f"day{day}").start()
         try:
@@ -568,8 +624,6 @@ class Week:
 
     def _drift_retrain(self, rec: dict, res: dict) -> str | None:
         """The drift alert's path: Prometheus rule -> Alertmanager -> receiver -> pipeline."""
-        from ..monitoring import alerting
-
         from .. import monitoring
 
         after = time.time() - 1
@@ -583,6 +637,32 @@ class Week:
             self.event("alert", "ModelInputDrift still firing since an earlier day (its "
                                 "retrain already ran)")
             return None
+        with self._room_for_training("the alert-triggered retrain"):
+            done = self._alert_to_retrain(rec, after)
+        rec["pipeline_runs"] += 1
+        if not done.get("ok"):
+            done = _already_trained(done)
+        if not done.get("ok"):
+            raise DayFailed(f"the alert-triggered pipeline run failed: {done.get('error')}")
+        v = str(done["version"])
+        self.event("pipeline_run", f"retrain finished: {self.name} v{v} as @{done['alias']}"
+                   + (" (this batch was trained on before: the registered version is reused)"
+                      if done.get("reused") else ""))
+        if self.summary["retrained_day"] is None:
+            self.summary["retrained_day"] = self.day
+        if v == self.version:
+            return None
+        rec["registered"].append(v)
+        self.trace_version(v, "pipeline (alert-triggered retrain)")
+        self.event("registered", f"{self.name} v{v}")
+        return v
+
+    def _alert_to_retrain(self, rec: dict, after: float) -> dict:
+        """Wait for ModelInputDrift at the receiver, then for the retrain it started; returns
+        the retrain's ``finished`` record once its process has exited and Prefect's server
+        this run started is stopped."""
+        from ..monitoring import alerting
+
         deadline = time.time() + 30
         fired = None
         while time.time() < deadline and fired is None:
@@ -602,25 +682,39 @@ class Week:
             self.summary["drift_detected_day"] = self.day
         self.event("alert", "ModelInputDrift firing: Alertmanager called the receiver, "
                             "which started the pipeline")
-        done = alerting.wait_for_retrain(after=after, timeout=240)
-        rec["pipeline_runs"] += 1
-        if not done.get("ok"):
-            done = _already_trained(done)
-        if not done.get("ok"):
-            raise DayFailed(f"the alert-triggered pipeline run failed: {done.get('error')}")
-        v = str(done["version"])
-        self.event("pipeline_run", f"retrain finished: {self.name} v{v} as @{done['alias']}"
-                   + (" (this batch was trained on before: the registered version is reused)"
-                      if done.get("reused") else ""))
-        if self.summary["retrained_day"] is None:
-            self.summary["retrained_day"] = self.day
-        self._release_prefect()
-        if v == self.version:
-            return None
-        rec["registered"].append(v)
-        self.trace_version(v, "pipeline (alert-triggered retrain)")
-        self.event("registered", f"{self.name} v{v}")
-        return v
+        try:
+            return alerting.wait_for_retrain(after=after, timeout=240)
+        finally:
+            _reap_retrains(after)
+            self._release_prefect()
+
+    @contextlib.contextmanager
+    def _room_for_training(self, what: str):
+        """Production scaled in by one replica (lesson 02's ``Backend.scale``: nginx stops
+        sending it traffic first) while ``what`` runs, then back out, ready, before the
+        canary. On one 2 GB machine (Binder) a retrain (the pipeline's process and Prefect's
+        server, ~580 MB) does not fit beside two replicas (~290 MB each), the driver, Locust
+        and the monitoring within the 1.6 GB budget; one replica fewer costs redundancy for
+        the retrain's seconds (on Binder's one CPU the replicas share that CPU anyway, and
+        the week's traffic fits one replica). In the cloud the training job runs on machines
+        of its own."""
+        n = len(self.dep.replicas)
+        if n < 2:
+            yield
+            return
+        self.backend.scale(self.dep, n - 1)
+        self.event("scaled", f"production scaled in to {n - 1} replica(s) while {what} runs "
+                             "(memory for the training job)")
+        interrupted = False
+        try:
+            yield
+        except KeyboardInterrupt:
+            interrupted = True  # teardown stops production: nothing to scale back out
+            raise
+        finally:
+            if not interrupted:
+                self.backend.scale(self.dep, n)
+                self.event("scaled", f"production back to {n} replicas (ready)")
 
     def _scheduled_retrain(self, rec: dict) -> str | None:
         """A scheduled retrain: the same pipeline entry point, started by the clock."""
@@ -630,15 +724,17 @@ class Week:
         after = time.time() - 1
         name = f"capstone-retrain-{self.day}"
         pdir = self.out / "pipeline"
-        Supervisor().start(name, [sys.executable, "-m", "course_helpers.monitoring.alerting",
-                                  "retrain", "--dir", str(pdir), "--alertname", "schedule",
-                                  "--profile", self.plan.profile], timeout=5)
-        try:
-            done = alerting.wait_for_retrain(after=after, timeout=240, poll=0.5, directory=pdir)
-        except CourseError:
-            done = None
-        finally:
-            Supervisor().stop(name)
+        with self._room_for_training("the scheduled retrain"):
+            Supervisor().start(name, [sys.executable, "-m", "course_helpers.monitoring.alerting",
+                                      "retrain", "--dir", str(pdir), "--alertname", "schedule",
+                                      "--profile", self.plan.profile], timeout=5)
+            try:
+                done = alerting.wait_for_retrain(after=after, timeout=240, poll=0.5,
+                                                 directory=pdir)
+            except CourseError:
+                done = None
+            finally:
+                Supervisor().stop(name)
         rec["pipeline_runs"] += 1
         if not done or not done.get("ok"):
             raise DayFailed(f"the scheduled pipeline run failed: {(done or {}).get('error')}")
@@ -834,7 +930,7 @@ class Week:
                 "slo": {"availability": self.plan.slo_availability,
                         "p95_ms": self.plan.slo_p95_ms},
                 "gates": self.gates, "canaries": self.canaries, "lineage": self.trace,
-                "skew": self.skew,
+                "skew": self.skew, "features": self.features,
                 # restarts by the restart policy, per replica: the kill, each rolling update,
                 # and nothing else (more means replicas crash on their own)
                 "restarts": dict(getattr(self.backend, "restarts", {}) or {})}
@@ -871,6 +967,28 @@ def _already_trained(done: dict) -> dict:
         return {**done, "ok": True, "version": entry["version"],
                 "alias": entry.get("alias"), "reused": True}
     return done
+
+
+def _reap_retrains(after: float, timeout_s: float = 30.0) -> list[str]:
+    """Wait until the retrain processes the receiver started since ``after`` have exited
+    (their record is written before the interpreter flushes Prefect's events and exits:
+    ~350 MB still held), stopping any still alive after ``timeout_s``; returns their names.
+    The next step starts a canary server: the two must not overlap."""
+    from ..monitoring import alerting
+    from ..supervisor import Supervisor
+
+    names = [r["process"] for r in alerting.received("retrain")
+             if r.get("event") == "started" and r.get("at", 0) >= after and r.get("process")]
+    sup = Supervisor()
+    deadline = time.time() + timeout_s
+    for name in names:
+        while time.time() < deadline:
+            rec = sup.get(name)
+            if rec is None or not rec.is_alive():
+                break
+            time.sleep(0.2)
+        sup.stop(name)
+    return names
 
 
 def _healthy(week: Week) -> bool:

@@ -102,6 +102,11 @@ def test_smoke_week_meets_the_acceptance_facts(ws, week):
     # a replica was killed once and healed; the SLO held over the week
     kinds = [e["kind"] for e in week.events]
     assert kinds.count("replica_killed") == 1 and kinds.count("replica_healed") == 1
+    # production scaled in for the retrain (memory) and back out before its canary
+    assert kinds.count("scaled") == 2 * sum(d["pipeline_runs"] for d in week.days)
+    first = kinds.index("scaled")
+    assert first < kinds.index("pipeline_run") < kinds.index("canary_step")
+    assert kinds.index("scaled", first + 1) < kinds.index("canary_step")
     promotions = sum(1 for d in week.days if d["promoted"])
     restarts = week.data["restarts"]
     assert sum(restarts.values()) == 1 + 2 * promotions, restarts  # no crash of their own

@@ -256,3 +256,48 @@ def test_the_supervisors_record_folder_is_refused_as_out(tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     with pytest.raises(CourseError, match="choose another --out"):
         week.run_week("smoke", out=tmp_path / "run", verbose=False)
+
+
+def test_reap_retrains_waits_for_the_receivers_retrain_process_then_stops_it(workspace):
+    import sys
+    import time
+
+    from course_helpers.monitoring.prometheus import monitoring_dir
+    from course_helpers.supervisor import Supervisor
+
+    sup = Supervisor()
+    before = time.time() - 1
+    rows = []
+    for name, seconds in (("retrain-1-quick", "0.3"), ("retrain-2-stuck", "60")):
+        sup.start(name, [sys.executable, "-c", f"import time; time.sleep({seconds})"])
+        rows.append({"event": "started", "process": name, "at": time.time()})
+    (monitoring_dir() / "retrain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    t0 = time.time()
+    assert week._reap_retrains(before, timeout_s=2.0) == ["retrain-1-quick", "retrain-2-stuck"]
+    assert time.time() - t0 < 15
+    assert all(sup.get(n) is None for n in ("retrain-1-quick", "retrain-2-stuck"))
+    assert week._reap_retrains(time.time()) == []
+
+
+def test_each_day_materialises_lesson_07_features_into_its_online_store(workspace, tmp_path):
+    from course_helpers.capstone.report import report_md
+    from course_helpers.features import data as fdata
+
+    w = week.Week(planmod.make_plan("smoke"), tmp_path, verbose=False)
+    w._setup_features()
+    try:
+        first, second = w._day_features(1), w._day_features(2)
+        one_day = fdata.load_events(tmp_path / "features")
+        one_day = one_day[one_day["ts"] < pd.Timestamp(fdata.START) + pd.Timedelta(days=1)]
+        assert first["events"] == len(one_day) > 0
+        assert first["users_materialised"] == one_day["user_id"].nunique()
+        assert second["window_events"] == first["events"] + second["events"]
+        assert second["users_materialised"] >= first["users_materialised"]
+        served = w.store.get([int(one_day["user_id"].iloc[0])], at="2026-03-04")
+        assert served["feature_ts"].iloc[0] < pd.Timestamp("2026-03-04")
+        assert 0 < second["feature_age_s_median"] < 86_400
+    finally:
+        w.store.close()
+    md = report_md({"profile": "smoke", "seed": 0, "days": [], "features": w.features,
+                    "summary": {k: None for k in week.SUMMARY_KEYS} | {"slo_met": True}})
+    assert f"{first['events']} transactions of {first['data_day']}" in md
