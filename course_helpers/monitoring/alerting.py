@@ -5,7 +5,8 @@
 1. the webhook receiver (:mod:`.receiver`), also scraped by Prometheus as job
    ``model-monitor`` (it exports the drift gauges);
 2. Alertmanager, clustering off, with one route: every alert goes to the receiver, grouped
-   by ``alertname`` and ``job``, with class-sized waits (``group_wait`` 1 s);
+   by ``alertname`` and ``job``, with class-sized waits (``group_wait`` 1 s); each start
+   begins with an empty notification log, so an alert that fires again is sent again;
 3. registers Alertmanager with Prometheus (``monitoring/alertmanagers.json``, file_sd: no
    reload needed).
 
@@ -83,6 +84,9 @@ def start(profile: str | None = None, timeout: float = 30.0) -> dict[str, str]:
         port = free_port()
         cfg = rdir / "alertmanager.yml"
         cfg.write_text(alertmanager_config(out["receiver"] + "/alerts"))
+        # a fresh notification log: one kept from an earlier start remembers alerts it
+        # already sent and stays silent (up to repeat_interval) when they fire again
+        shutil.rmtree(monitoring_dir() / "alertmanager-data", ignore_errors=True)
         data = monitoring_dir("alertmanager-data")
         sup.start(ALERTMANAGER, [exe, f"--config.file={cfg}", f"--storage.path={data}",
                                  f"--web.listen-address=127.0.0.1:{port}",

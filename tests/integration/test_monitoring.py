@@ -231,3 +231,28 @@ def test_cleanup_stops_prometheus_alertmanager_and_the_receiver(workspace):
     assert main(["cleanup", "--no-containers"]) == 0
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_an_alert_that_fires_again_after_a_restart_is_delivered_again(workspace):
+    """Running the lesson twice in one workspace: Alertmanager restarted must not remember
+    (and so withhold) the notification it sent the first time."""
+    has_alertmanager()
+    import json
+
+    from course_helpers.monitoring import alerting
+
+    def delivered() -> int:
+        return sum(n["status"] == "firing" and n["commonLabels"].get("alertname") == "Again"
+                   for n in alerting.received())
+
+    for round_ in (1, 2):
+        am = alerting.start("smoke")["alertmanager"]
+        body = json.dumps([{"labels": {"alertname": "Again", "job": "x"}}]).encode()
+        urllib.request.urlopen(urllib.request.Request(
+            am + "/api/v2/alerts", data=body, headers={"Content-Type": "application/json"}),
+            timeout=10).read()
+        deadline = time.monotonic() + 15
+        while delivered() < round_:
+            assert time.monotonic() < deadline, f"start {round_}: the alert was not delivered"
+            time.sleep(0.2)
+        alerting.stop()
