@@ -3,7 +3,8 @@
 :func:`start` runs, under the supervisor, on free loopback ports:
 
 1. the webhook receiver (:mod:`.receiver`), also scraped by Prometheus as job
-   ``model-monitor`` (it exports the drift gauges);
+   ``model-monitor`` (it exports the drift gauges; a new receiver starts without the
+   gauges an earlier session left);
 2. Alertmanager, clustering off, with one route: every alert goes to the receiver, grouped
    by ``alertname`` and ``job``, with class-sized waits (``group_wait`` 1 s); each start
    begins with an empty notification log, so an alert that fires again is sent again;
@@ -73,6 +74,8 @@ def start(profile: str | None = None, timeout: float = 30.0) -> dict[str, str]:
     rdir = monitoring_dir()
     prof = config.get_profile(profile).name
     if not out.get("receiver"):
+        # the gauges of an earlier session's last drift window would re-fire its alert now
+        (rdir / "drift_metrics.json").unlink(missing_ok=True)
         port = free_port()
         sup.start(RECEIVER, [sys.executable, "-m", "course_helpers.monitoring.receiver",
                              "--port", str(port), "--dir", str(rdir), "--profile", prof],

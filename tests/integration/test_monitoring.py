@@ -256,3 +256,18 @@ def test_an_alert_that_fires_again_after_a_restart_is_delivered_again(workspace)
             assert time.monotonic() < deadline, f"start {round_}: the alert was not delivered"
             time.sleep(0.2)
         alerting.stop()
+
+
+def test_a_new_session_does_not_refire_the_last_sessions_drift_alarm(workspace):
+    """The drift gauges of an earlier session's last window are not exported again (they
+    fired the drift alert, and started a retrain, as soon as lesson 08 was run again)."""
+    has_alertmanager()
+    from course_helpers.monitoring import alerting, drift
+
+    drift.export({"alert": True, "flagged_features": ["f00"], "window": 3})
+    receiver = alerting.start("smoke")["receiver"]
+    with urllib.request.urlopen(receiver + "/metrics", timeout=10) as resp:
+        assert "mlops_drift_alert" not in resp.read().decode()
+    drift.export({"alert": False, "window": 4})
+    with urllib.request.urlopen(receiver + "/metrics", timeout=10) as resp:
+        assert "mlops_drift_alert 0.0" in resp.read().decode()
