@@ -271,3 +271,32 @@ def test_a_new_session_does_not_refire_the_last_sessions_drift_alarm(workspace):
     drift.export({"alert": False, "window": 4})
     with urllib.request.urlopen(receiver + "/metrics", timeout=10) as resp:
         assert "mlops_drift_alert 0.0" in resp.read().decode()
+
+
+
+def test_a_new_prometheus_starts_without_the_last_sessions_series(workspace):
+    """A restarted Prometheus kept an earlier session's last samples current for its
+    5-minute lookback, so their alerts (the drift alert) fired again at once."""
+    has_prometheus()
+    has_alertmanager()
+    import warnings
+
+    from course_helpers import monitoring
+    from course_helpers.monitoring import alerting, drift
+
+    def drift_series() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the empty frame's note
+            return len(monitoring.query("mlops_drift_window"))
+
+    alerting.start("smoke")  # the receiver exports the drift gauges
+    drift.export({"alert": False, "window": 1})
+    monitoring.start("smoke")
+    deadline = time.monotonic() + 30
+    while drift_series() == 0:
+        assert time.monotonic() < deadline, "Prometheus never scraped the drift gauges"
+        time.sleep(0.5)
+    alerting.stop()  # the session ends: nothing exports the gauges any more
+    monitoring.stop()
+    monitoring.start("smoke")
+    assert drift_series() == 0, "the last session's drift series is still current"
