@@ -96,6 +96,8 @@ def run_demo(profile: str | None = None, backend: str = "auto",
     out_dir = Path(out) if out else config.workspace_dir("demo", prof.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     rep = report(prof.name)
+    if backend != "auto":
+        rep["backend"] = backend
     print(render(rep), "\n", flush=True)
     (out_dir / "doctor.json").write_text(json.dumps(rep, indent=2))
     results = showdown(prof.name, backend=backend, log=lambda m: print(m, flush=True))

@@ -3,9 +3,11 @@
 :func:`start` runs, under the supervisor, on free loopback ports:
 
 1. the webhook receiver (:mod:`.receiver`), also scraped by Prometheus as job
-   ``model-monitor`` (it exports the drift gauges);
+   ``model-monitor`` (it exports the drift gauges; a new receiver starts without the
+   gauges an earlier session left);
 2. Alertmanager, clustering off, with one route: every alert goes to the receiver, grouped
-   by ``alertname`` and ``job``, with class-sized waits (``group_wait`` 1 s);
+   by ``alertname`` and ``job``, with class-sized waits (``group_wait`` 1 s); each start
+   begins with an empty notification log, so an alert that fires again is sent again;
 3. registers Alertmanager with Prometheus (``monitoring/alertmanagers.json``, file_sd: no
    reload needed).
 
@@ -72,6 +74,8 @@ def start(profile: str | None = None, timeout: float = 30.0) -> dict[str, str]:
     rdir = monitoring_dir()
     prof = config.get_profile(profile).name
     if not out.get("receiver"):
+        # the gauges of an earlier session's last drift window would re-fire its alert now
+        (rdir / "drift_metrics.json").unlink(missing_ok=True)
         port = free_port()
         sup.start(RECEIVER, [sys.executable, "-m", "course_helpers.monitoring.receiver",
                              "--port", str(port), "--dir", str(rdir), "--profile", prof],
@@ -83,6 +87,9 @@ def start(profile: str | None = None, timeout: float = 30.0) -> dict[str, str]:
         port = free_port()
         cfg = rdir / "alertmanager.yml"
         cfg.write_text(alertmanager_config(out["receiver"] + "/alerts"))
+        # a fresh notification log: one kept from an earlier start remembers alerts it
+        # already sent and stays silent (up to repeat_interval) when they fire again
+        shutil.rmtree(monitoring_dir() / "alertmanager-data", ignore_errors=True)
         data = monitoring_dir("alertmanager-data")
         sup.start(ALERTMANAGER, [exe, f"--config.file={cfg}", f"--storage.path={data}",
                                  f"--web.listen-address=127.0.0.1:{port}",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import time
 import urllib.error
@@ -146,6 +147,7 @@ def start(profile: str | None = None, interval_s: float | None = None,
     ``interval_s`` defaults to the profile's (1 s in smoke/classroom). ``rules``: write the
     SLO recording and alerting rules (:mod:`.rules`) into ``monitoring/rules/`` first.
     ``register_servers``: add the model servers the supervisor already runs as targets.
+    A new Prometheus starts with an empty database: series do not outlive a session.
     """
     from . import discovery as _targets
 
@@ -160,6 +162,9 @@ def start(profile: str | None = None, interval_s: float | None = None,
         _targets.prune_dead()
         _targets.register_supervised_servers()
     port = free_port()
+    # a fresh TSDB: an earlier session's last samples stay current for the 5-minute lookback
+    # after a restart (no staleness marker) and would fire its alerts again, drift included
+    shutil.rmtree(monitoring_dir() / "prometheus-data", ignore_errors=True)
     cmd = command(exe, cfg, port, monitoring_dir("prometheus-data"), iv, retention)
     rec = Supervisor().start(NAME, cmd, port=port,
                              url=f"http://127.0.0.1:{port}/-/ready", timeout=timeout,

@@ -189,13 +189,14 @@ def add_rules(rules: str | Path, name: str = "custom") -> Path:
 
     text = Path(rules).read_text() if isinstance(rules, Path) or (
         isinstance(rules, str) and "\n" not in rules and Path(rules).is_file()) else str(rules)
-    work = Path(tempfile.mkdtemp(prefix="rules-check-"))
-    candidate = work / f"{name}.yml"
-    candidate.write_text(text)
-    problem = check_rules(candidate)
+    with tempfile.TemporaryDirectory(prefix="rules-check-") as work:
+        candidate = Path(work) / f"{name}.yml"
+        candidate.write_text(text)
+        problem = check_rules(candidate).replace(f"{candidate}: ", "")
     if problem:
-        lines = [ln.strip() for ln in problem.splitlines() if ln.strip()]
-        detail = "; ".join(ln for ln in lines if not ln.startswith("Checking"))
+        lines = [ln.strip() for ln in problem.splitlines()]
+        detail = "; ".join(dict.fromkeys(
+            ln for ln in lines if ln and not ln.startswith(("Checking", "FAILED"))))
         raise CourseError(f"the rule file {name}.yml does not parse: {detail}")
     dest = monitoring_dir("rules") / f"{name}.yml"
     dest.write_text(text)

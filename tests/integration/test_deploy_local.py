@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,7 @@ def test_demo_smoke_local_writes_results(workspace, tmp_path):
         env=dict(os.environ, MLOPS_HOME=str(workspace)), capture_output=True, text=True,
         timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"Deployments will use +the local backend", proc.stdout), proc.stdout[:2000]
     res = json.loads((out / "results.json").read_text())
     assert res["profile"] == "smoke" and res["backend"] == "local"
     for key in ("single_large", "many_small"):

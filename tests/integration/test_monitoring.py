@@ -231,3 +231,72 @@ def test_cleanup_stops_prometheus_alertmanager_and_the_receiver(workspace):
     assert main(["cleanup", "--no-containers"]) == 0
     for pid in pids:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_an_alert_that_fires_again_after_a_restart_is_delivered_again(workspace):
+    """Running the lesson twice in one workspace: Alertmanager restarted must not remember
+    (and so withhold) the notification it sent the first time."""
+    has_alertmanager()
+    import json
+
+    from course_helpers.monitoring import alerting
+
+    def delivered() -> int:
+        return sum(n["status"] == "firing" and n["commonLabels"].get("alertname") == "Again"
+                   for n in alerting.received())
+
+    for round_ in (1, 2):
+        am = alerting.start("smoke")["alertmanager"]
+        body = json.dumps([{"labels": {"alertname": "Again", "job": "x"}}]).encode()
+        urllib.request.urlopen(urllib.request.Request(
+            am + "/api/v2/alerts", data=body, headers={"Content-Type": "application/json"}),
+            timeout=10).read()
+        deadline = time.monotonic() + 15
+        while delivered() < round_:
+            assert time.monotonic() < deadline, f"start {round_}: the alert was not delivered"
+            time.sleep(0.2)
+        alerting.stop()
+
+
+def test_a_new_session_does_not_refire_the_last_sessions_drift_alarm(workspace):
+    """The drift gauges of an earlier session's last window are not exported again (they
+    fired the drift alert, and started a retrain, as soon as lesson 08 was run again)."""
+    has_alertmanager()
+    from course_helpers.monitoring import alerting, drift
+
+    drift.export({"alert": True, "flagged_features": ["f00"], "window": 3})
+    receiver = alerting.start("smoke")["receiver"]
+    with urllib.request.urlopen(receiver + "/metrics", timeout=10) as resp:
+        assert "mlops_drift_alert" not in resp.read().decode()
+    drift.export({"alert": False, "window": 4})
+    with urllib.request.urlopen(receiver + "/metrics", timeout=10) as resp:
+        assert "mlops_drift_alert 0.0" in resp.read().decode()
+
+
+
+def test_a_new_prometheus_starts_without_the_last_sessions_series(workspace):
+    """A restarted Prometheus kept an earlier session's last samples current for its
+    5-minute lookback, so their alerts (the drift alert) fired again at once."""
+    has_prometheus()
+    has_alertmanager()
+    import warnings
+
+    from course_helpers import monitoring
+    from course_helpers.monitoring import alerting, drift
+
+    def drift_series() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the empty frame's note
+            return len(monitoring.query("mlops_drift_window"))
+
+    alerting.start("smoke")  # the receiver exports the drift gauges
+    drift.export({"alert": False, "window": 1})
+    monitoring.start("smoke")
+    deadline = time.monotonic() + 30
+    while drift_series() == 0:
+        assert time.monotonic() < deadline, "Prometheus never scraped the drift gauges"
+        time.sleep(0.5)
+    alerting.stop()  # the session ends: nothing exports the gauges any more
+    monitoring.stop()
+    monitoring.start("smoke")
+    assert drift_series() == 0, "the last session's drift series is still current"

@@ -253,8 +253,11 @@ def test_monitor_psi_equals_the_plain_function():
         assert res["psi"][c] == pytest.approx(drift.psi(X_ref[c], X[c]), abs=1e-5)
 
 
-def test_add_rules_refuses_a_broken_file_with_promtools_words(workspace):
+def test_add_rules_refuses_a_broken_file_with_promtools_words(workspace, tmp_path, monkeypatch):
     has_promtool()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     from course_helpers.errors import CourseError
     from course_helpers.monitoring import rules
 
@@ -262,6 +265,9 @@ def test_add_rules_refuses_a_broken_file_with_promtools_words(workspace):
     with pytest.raises(CourseError, match="does not parse") as err:
         rules.add_rules(bad, "broken")
     assert "Traceback" not in str(err.value) and len(str(err.value)) < 600
+    assert "unclosed left parenthesis" in str(err.value), "promtool's own words"
+    assert "rules-check-" not in str(err.value) and "FAILED" not in str(err.value)
+    assert not list(tmp_path.glob("rules-check-*")), "the check left its files"
     good = "groups:\n- name: x\n  rules:\n  - alert: X\n    expr: up == 0\n"
     assert rules.add_rules(good, "mine").read_text() == good
 
