@@ -281,27 +281,11 @@ class Week:
         p = self.plan
         try:
             self.started["prometheus"] = monitoring.running() is None
-            if self.started["prometheus"]:
-                # a fresh TSDB: an earlier run's samples (its receiver had another port, so
-                # another series) stay current for Prometheus's 5-minute lookback after a
-                # restart and would fire ModelInputDrift before today's batch is checked
-                import shutil
-
-                from ..monitoring.prometheus import monitoring_dir
-
-                shutil.rmtree(monitoring_dir("prometheus-data"), ignore_errors=True)
-            monitoring.start(p.profile)
+            monitoring.start(p.profile)  # a new Prometheus starts on an empty TSDB
             status = alerting.status()
             self.started["alerting"] = not (status.get("alertmanager")
                                             and status.get("receiver"))
-            if not status.get("alertmanager"):
-                # a fresh Alertmanager for this run: forget what an earlier one notified
-                # (its notification log would hold back today's ModelInputDrift as a repeat
-                # when the earlier run stopped before the alert resolved)
-                from ..monitoring.prometheus import monitoring_dir
-
-                (monitoring_dir("alertmanager-data") / "nflog").unlink(missing_ok=True)
-            alerting.start(profile=p.profile)
+            alerting.start(profile=p.profile)  # with an empty notification log
         except BaseException as err:  # noqa: BLE001 - re-raised by setup in the main thread
             self._monitoring.error = err
 
