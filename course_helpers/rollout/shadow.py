@@ -17,6 +17,7 @@ from ..errors import CourseError
 
 PREFIX = "shadow"
 #: seconds after each mirror switch (nginx reload) whose requests count for no condition
+#: (at least until the reload has returned)
 SETTLE_S = 0.3
 
 
@@ -203,7 +204,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     prof = config.get_profile(profile)
     duration_s = duration_s or prof.duration_s
     # short phases: many switches spread the neighbours' bursts over both conditions
-    phase_s = phase_s or (1.0 if prof.name == "smoke" else 1.5)
+    phase_s = phase_s or (2.0 if prof.name == "smoke" else 1.5)
     iso_kw: dict[str, dict | str | None] = {"off": "off", "mirror": (
         (isolate if isinstance(isolate, dict) else {}) if isolate else None)}
     if aa:
@@ -253,9 +254,10 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                 relay = kw.pop("relay", True) if kw is not None else True
                 if kw is not None:
                     iso = isolate_shadow(handles["stable"].pid, handles["shadow"].pid, **kw)
+                switched = time.time()
                 lb.update(ups, default="primary", mirror_relay=relay,
                           mirror=None if iso_kw[cond] == "off" else "shadow")
-                phases.append({"condition": cond, "from": time.time() + SETTLE_S,
+                phases.append({"condition": cond, "from": max(time.time(), switched + SETTLE_S),
                                "to": t0 + (k + 1) * phase_s,
                                "loadavg_1m": round(os.getloadavg()[0], 2)})
                 time.sleep(max(phases[-1]["to"] - time.time(), 0))
@@ -302,6 +304,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
             pooled[cond] |= {k: round(lags[cond][k], 2) for k in ("lag_p50_ms", "lag_p95_ms",
                                                                   "lag_max_ms")
                              if k in lags[cond]}
+    for ph in phases:  # each phase's own p95 in the report: where the neighbours' bursts fell
+        sel = raw[(raw[:, 0] >= ph["from"]) & (raw[:, 0] < ph["to"]), 1]
+        ph["p95_ms"] = round(float(np.percentile(sel, 95)), 2) if len(sel) else None
     off = pooled["off"]["p95_ms"]
 
     def ratio(c: str) -> float:
@@ -323,6 +328,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         report[f"p95_ratio_{name}"] = ratio(name)
     if aa:
         report["p95_ratio_aa"] = ratio("off_aa")
+    report["phase_log"] = phases
     if compare_unisolated:
         report["p95_with_mirror_unisolated_ms"] = pooled["mirror_unisolated"]["p95_ms"]
         report["mirror_p95_ratio_unisolated"] = ratio("mirror_unisolated")

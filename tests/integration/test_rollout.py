@@ -305,8 +305,8 @@ def test_shadow_compares_logs_and_measures_the_mirror(ws, models, pool):
     assert 0.5 < cmp["agreement"] <= 1
     assert [p.cpu_affinity() for p in procs] == before  # isolation undone for the pool
     assert "p95_ratio_aa" in rep and pooled["off_aa"]["requests"] > 20  # the noise floor
-    # 4 phases of 1 s for each of off, mirror and off again
-    assert json.loads((ws / "rollout" / "shadow" / "shadow.json").read_text())["phases"] == 12
+    # 2 phases of 2 s for each of off, mirror and off again
+    assert json.loads((ws / "rollout" / "shadow" / "shadow.json").read_text())["phases"] == 6
     from course_helpers.supervisor import Supervisor
 
     assert not [r for r in Supervisor().status() if r["alive"] and r["name"] == "shadow-lb"]
