@@ -12,6 +12,8 @@ the window since the weight changed. ``wait`` (too few canary requests) extends 
 a pass at 100 % promotes: ``@champion`` moves to the challenger's version and the old one
 keeps ``@previous`` (:func:`course_helpers.tracking.promote`). Ctrl-C sends all traffic back
 to the stable version and stops everything. ``rollout.json`` and ``rollout.png`` record it.
+``backend="docker"`` runs both versions as lesson 02's containers (:mod:`.containers`) behind
+the same nginx weights, scraped by the same Prometheus.
 """
 
 from __future__ import annotations
