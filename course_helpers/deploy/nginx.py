@@ -10,7 +10,12 @@ Lesson 09 adds two optional routing modes on top of the same config:
   taken from a header (``X-User-ID``) or, without it, a cookie (``user_id``): the same user
   always reaches the same upstream. The chosen variant comes back in ``X-Variant``.
 * ``mirror`` (an upstream name): nginx ``mirror`` sends a copy of every request to that
-  upstream (a shadow); its answer is discarded, the client sees only the default's.
+  upstream (a shadow); its answer is discarded, the client sees only the default's. nginx
+  finishes a request only when its mirror subrequests have finished, so a client's next
+  request on the same keep-alive connection waits for a slow shadow; with ``mirror_relay``
+  (the default) the copy goes through a relay (a second ``server`` of the same nginx on
+  ``relay_port``) that acknowledges it at once and mirrors it on to the shadow, so no client
+  connection waits for the shadow (fire and forget, as Envoy's request mirroring).
 
 Every answer carries ``X-Upstream`` (the replica address that answered).
 """
@@ -112,11 +117,14 @@ def _split_block(split: Split, names: set[str]) -> tuple[str, str]:
 def render_config(workdir: Path, port: int, upstreams: list[Upstream],
                   default: str | None = None, max_fails: int = MAX_FAILS,
                   fail_timeout_s: int = FAIL_TIMEOUT_S, worker_processes: int = 1,
-                  split: Split | None = None, mirror: str | None = None) -> str:
+                  split: Split | None = None, mirror: str | None = None,
+                  relay_port: int | None = None) -> str:
     """The whole nginx.conf: every path under ``workdir``, listening on 127.0.0.1:``port``.
 
     ``split`` routes by sticky user id instead of to ``default``; ``mirror`` names an
-    upstream that gets a copy of every request (its answers are discarded).
+    upstream that gets a copy of every request (its answers are discarded), through a
+    relay listening on 127.0.0.1:``relay_port`` if given, else directly (the client's
+    keep-alive connection then waits for the shadow's answer).
     """
     if not upstreams:
         raise CourseError("a load balancer needs at least one upstream")
@@ -129,20 +137,54 @@ def render_config(workdir: Path, port: int, upstreams: list[Upstream],
     split_block, target = _split_block(split, names) if split else ("", default)
     mirror_lines = ""
     mirror_location = ""
+    relay_server = ""
     if mirror:
         mirror_lines = "\n            mirror /_mirror;\n            mirror_request_body on;"
         # the shadow's answer is thrown away; short timeouts so a slow shadow costs little
-        mirror_location = f"""
-        location = /_mirror {{
-            internal;
-            proxy_pass http://{mirror}$request_uri;
+        to_shadow = f"""proxy_pass http://{mirror}$request_uri;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_connect_timeout 1s;
+            proxy_read_timeout 5s;"""
+        if relay_port is None:
+            mirror_location = f"""
+        location = /_mirror {{
+            internal;
+            {to_shadow}
+            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header X-Shadow "1";
+        }}"""
+        else:
+            # HTTP/1.0, no keep-alive: the relay holds each connection until the shadow has
+            # answered, so a reused one would make the next copy wait
+            mirror_location = f"""
+        location = /_mirror {{
+            internal;
+            proxy_pass http://127.0.0.1:{relay_port}$request_uri;
             proxy_set_header X-Request-ID $request_id;
             proxy_set_header X-Shadow "1";
             proxy_connect_timeout 1s;
-            proxy_read_timeout 5s;
         }}"""
+            relay_server = f"""
+    upstream _mirror_ack {{
+        server 127.0.0.1:{relay_port};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{relay_port};
+        location = /_ack {{ return 204; }}
+        location = /_shadow {{
+            internal;
+            {to_shadow}
+        }}
+        location / {{
+            mirror /_shadow;
+            set $ack /_ack;
+            proxy_pass http://_mirror_ack$ack;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}"""
     variant_header = '\n            add_header X-Variant $ab_variant always;' if split else ""
     blocks = []
     for up in upstreams:
@@ -191,7 +233,7 @@ http {{
             proxy_connect_timeout 2s;  # a dead replica refuses at once; this is for a hung one
             proxy_read_timeout 60s;
         }}
-    }}
+    }}{relay_server}
 }}
 """
 
@@ -202,17 +244,22 @@ class LoadBalancer:
     def __init__(self, name: str = "lb", port: int | None = None) -> None:
         self.name = name
         self.port = port or free_port()
+        self.relay_port: int | None = None  # the mirror relay's, chosen at its first use
         self.workdir = config.workspace_dir("nginx", name)
         self.conf = self.workdir / "nginx.conf"
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstreams: list[Upstream] = []
 
     def _write(self, upstreams: list[Upstream], default: str | None,
-               split: Split | None = None, mirror: str | None = None) -> None:
+               split: Split | None = None, mirror: str | None = None,
+               mirror_relay: bool = True) -> None:
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.workdir / "tmp" / sub).mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(render_config(self.workdir, self.port, upstreams, default,
-                                           split=split, mirror=mirror))
+        if mirror and mirror_relay and self.relay_port is None:
+            self.relay_port = free_port()
+        self.conf.write_text(render_config(
+            self.workdir, self.port, upstreams, default, split=split, mirror=mirror,
+            relay_port=self.relay_port if mirror and mirror_relay else None))
         self.upstreams = upstreams
         out = subprocess.run([self._bin(), "-t", "-p", str(self.workdir), "-c", str(self.conf),
                               "-e", str(self.workdir / "error.log")],
@@ -230,18 +277,21 @@ class LoadBalancer:
         return path
 
     def start(self, upstreams: list[Upstream], default: str | None = None,
-              split: Split | None = None, mirror: str | None = None) -> "LoadBalancer":
-        """Write the config and start nginx; ``split`` and ``mirror`` as in :func:`render_config`."""
-        self._write(upstreams, default, split, mirror)
+              split: Split | None = None, mirror: str | None = None,
+              mirror_relay: bool = True) -> "LoadBalancer":
+        """Write the config and start nginx; ``split`` and ``mirror`` as in
+        :func:`render_config`, ``mirror_relay`` False mirrors without the relay."""
+        self._write(upstreams, default, split, mirror, mirror_relay)
         Supervisor().start(self.name, [self._bin(), "-p", str(self.workdir), "-c", str(self.conf),
                                        "-e", str(self.workdir / "error.log")],
                            url=f"{self.url}/lb-health", port=self.port, timeout=15)
         return self
 
     def update(self, upstreams: list[Upstream], default: str | None = None,
-               split: Split | None = None, mirror: str | None = None) -> None:
+               split: Split | None = None, mirror: str | None = None,
+               mirror_relay: bool = True) -> None:
         """Write the new config and reload it (SIGHUP): no dropped new connections."""
-        self._write(upstreams, default, split, mirror)
+        self._write(upstreams, default, split, mirror, mirror_relay)
         rec = Supervisor().get(self.name)
         if rec is None or not rec.is_alive():
             raise CourseError(f"load balancer {self.name} is not running: start it first")

@@ -106,11 +106,16 @@ def healthcheck() -> dict[str, Any]:
 
 #: Where the server starts; the image carries these and every course module they import.
 SERVER_MODULES = ("course_helpers.serving.app", "course_helpers.serving.gunicorn_conf",
-                  "course_helpers.serving.worker")
+                  "course_helpers.serving.worker",
+                  # lesson 09's seeded-fault challengers unpickle this class (skops)
+                  "course_helpers.rollout.faults")
 #: Host-side packages reached only through lazy imports the server never runs (the
 #: supervisor's cleanup, for one): left out so that editing them does not rebuild the image.
 HOST_ONLY = ("course_helpers.deploy", "course_helpers.images", "course_helpers.grading",
-             "course_helpers.notebooks", "course_helpers.loadtest", "course_helpers.cli")
+             "course_helpers.notebooks", "course_helpers.loadtest", "course_helpers.cli",
+             *(f"course_helpers.rollout.{m}" for m in (
+                 "ab", "canary", "containers", "decision", "load", "locust_raw", "manifests",
+                 "metrics", "plots", "shadow", "stats")))
 
 
 def _module_file(root: Path, module: str) -> Path | None:

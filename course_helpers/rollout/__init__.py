@@ -55,7 +55,7 @@ def _cli_canary(args: argparse.Namespace) -> int:
         rep = run_canary(args.stable, args.canary, args.steps, args.interval,
                          max_failed_checks=args.max_failed_checks, thresholds=t,
                          metrics=args.metrics, profile=args.profile, out=args.out,
-                         users=args.users, rate_per_user=args.rate)
+                         users=args.users, rate_per_user=args.rate, backend=args.backend)
     except KeyboardInterrupt:
         # run_canary has sent the traffic back to stable and stopped what it started; the
         # workspace's other servers (a kept champion, another lesson's) keep running
@@ -123,6 +123,8 @@ def register_cli(subparsers) -> None:
     c.add_argument("--min-p95-delta-ms", type=float, default=20.0)
     c.add_argument("--metrics", default="prometheus", choices=["prometheus", "scrape"],
                    help="read metrics from Prometheus (lesson 08) or the servers directly")
+    c.add_argument("--backend", default="local", choices=["local", "docker"],
+                   help="run each version as a local process or as a container (lesson 02)")
     c.add_argument("--users", type=int, help="Locust users (default: the profile's)")
     c.add_argument("--rate", type=float, default=10.0, help="requests/s per user")
     c.add_argument("--profile", choices=PROFILES)

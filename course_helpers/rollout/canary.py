@@ -12,6 +12,8 @@ the window since the weight changed. ``wait`` (too few canary requests) extends 
 a pass at 100 % promotes: ``@champion`` moves to the challenger's version and the old one
 keeps ``@previous`` (:func:`course_helpers.tracking.promote`). Ctrl-C sends all traffic back
 to the stable version and stops everything. ``rollout.json`` and ``rollout.png`` record it.
+``backend="docker"`` runs both versions as lesson 02's containers (:mod:`.containers`) behind
+the same nginx weights, scraped by the same Prometheus.
 """
 
 from __future__ import annotations
@@ -102,17 +104,29 @@ def _first_request_ts(db: str | None, since: float) -> float | None:
         return None
 
 
-def start_tracks(uris: dict[str, str], prefix: str, started: list[str]) -> dict[str, Track]:
+BACKENDS = ("local", "docker")
+
+
+def start_tracks(uris: dict[str, str], prefix: str, started: list[str],
+                 backend: str = "local") -> dict[str, Track]:
     """Start one model server per track, side by side (each loads its model: seconds of CPU),
-    no prediction cache (a cached answer would hide a slow or failing model), a prediction
-    log each. Names go into ``started`` before they start, so the caller can stop them."""
+    no prediction cache (a cached answer would hide a slow or failing model). ``backend``
+    ``local``: a supervised process with a prediction log each; ``docker``: a container of
+    lesson 02's Docker backend (:mod:`.containers`). Names go into ``started`` before they
+    start, so the caller can stop them with :func:`stop_servers`."""
     import concurrent.futures
 
     from ..serving import serve
+    from .containers import start_container
+
+    if backend not in BACKENDS:
+        raise CourseError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
 
     def one(track: str, uri: str) -> Track:
-        return Track(track, uri, serve(uri, name=f"{prefix}-{track}", cache="none",
-                                       variant=track, workers=1))
+        name = f"{prefix}-{track}"
+        if backend == "docker":
+            return Track(track, uri, start_container(name, uri))
+        return Track(track, uri, serve(uri, name=name, cache="none", variant=track, workers=1))
 
     started.extend(f"{prefix}-{t}" for t in uris)
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(uris)) as pool:
@@ -140,8 +154,8 @@ class ServerPool:
     supervisor's cleanup does too).
     """
 
-    def __init__(self, prefix: str = "kept") -> None:
-        self.prefix = prefix
+    def __init__(self, prefix: str = "kept", backend: str = "local") -> None:
+        self.prefix, self.backend = prefix, backend
         self.handles: dict[str, object] = {}
 
     @staticmethod
@@ -162,7 +176,8 @@ class ServerPool:
             names: list[str] = []
             prefix = f"{self.prefix}-{len(self.handles)}"
             try:
-                fresh = start_tracks({t: uris[t] for t in missing}, prefix, names)
+                fresh = start_tracks({t: uris[t] for t in missing}, prefix, names,
+                                     backend=self.backend)
             except BaseException:
                 stop_servers(names)
                 raise
@@ -210,11 +225,15 @@ class ServerPool:
 
 
 def stop_servers(names: list[str]) -> None:
-    """Stop servers side by side (each finishes its in-flight requests: seconds)."""
+    """Stop servers side by side (each finishes its in-flight requests: seconds), local
+    processes and containers alike."""
     import concurrent.futures
 
     from ..supervisor import Supervisor
+    from .containers import stop_containers
 
+    done = set(stop_containers(names))
+    names = [n for n in names if n not in done]
     if names:
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(names)) as pool:
             list(pool.map(lambda n: Supervisor().stop(n), names))
@@ -230,7 +249,7 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
                users: int | None = None, rate_per_user: float = 10.0, load: bool = True,
                profile: str | None = None, out: str | Path | None = None,
                promote: bool = True, verbose: bool = True,
-               servers: ServerPool | None = None) -> dict:
+               servers: ServerPool | None = None, backend: str = "local") -> dict:
     """Run a canary rollout end to end; see the module docstring. Returns the report
     written to ``<out>/rollout.json`` (default ``<workspace>/rollout/canary``).
 
@@ -238,7 +257,8 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
     (the servers' ``/metrics`` directly). ``load``: drive paced Locust users through nginx
     during the rollout (``users`` defaults to the profile's, each ``rate_per_user`` req/s).
     ``servers``: a :class:`ServerPool` to take the two model servers from (and leave them
-    running in, for the next rollout); by default they are started and stopped here.
+    running in, for the next rollout); by default they are started and stopped here, as
+    ``backend`` says: ``local`` processes or ``docker`` containers (lesson 02's backend).
     """
     from ..deploy.nginx import LoadBalancer
     from .load import BackgroundLoad
@@ -252,6 +272,8 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
         raise CourseError("--interval must be a positive number of seconds")
     if max_failed_checks < 1:
         raise CourseError("--max-failed-checks must be at least 1")
+    if backend not in BACKENDS:
+        raise CourseError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if metrics not in ("prometheus", "scrape"):
         raise CourseError(f"--metrics must be prometheus or scrape, not {metrics!r}")
     thresholds = thresholds or Thresholds()
@@ -269,7 +291,8 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
                     "steps_planned": steps, "interval_s": interval_s,
                     "max_failed_checks": max_failed_checks,
                     "thresholds": dataclasses.asdict(thresholds), "metrics": metrics,
-                    "profile": prof.name, "steps": [], "timeline": [], "outcome": None}
+                    "profile": prof.name, "backend": servers.backend if servers else backend,
+                    "steps": [], "timeline": [], "outcome": None}
     started: list[str] = []
     lb = LoadBalancer(f"{PREFIX}-lb")
     traffic = None
@@ -279,13 +302,16 @@ def run_canary(stable_uri: str, canary_uri: str, steps: list[int] | str = "5,25,
         deploy_started = time.time()
         uris = {"stable": stable_uri, "canary": canary_uri}
         tracks = (servers.tracks(uris) if servers is not None
-                  else start_tracks(uris, PREFIX, started))
+                  else start_tracks(uris, PREFIX, started, backend=backend))
         stable, canary = tracks["stable"], tracks["canary"]
         say(f"stable {stable_uri} at {stable.handle.url}, canary {canary_uri} at "
             f"{canary.handle.url}")
         lb.start(_upstreams(stable, canary, 0))
         started.append(lb.name)
         report["url"] = lb.url
+        report["tracks"] = {t: {"url": tr.handle.url,
+                                "container": getattr(tr.handle, "container_id", None)}
+                            for t, tr in tracks.items()}
         if metrics == "prometheus":
             from .. import monitoring
 

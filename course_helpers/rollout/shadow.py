@@ -17,7 +17,8 @@ from ..errors import CourseError
 
 PREFIX = "shadow"
 #: seconds after each mirror switch (nginx reload) whose requests count for no condition
-SETTLE_S = 0.5
+#: (at least until the reload has returned)
+SETTLE_S = 0.3
 
 
 def read_log(db: str | Path):
@@ -39,7 +40,10 @@ def compare_logs(primary, shadow) -> dict:
     Returns ``matched`` (predictions both answered), ``primary_only`` (the shadow missed
     them: it was slow, down or erroring), ``agreement`` (share of matched predictions with
     the same class), ``max_probability_diff``, and the server-side latency (ms) of each,
-    with ``latency_diff_p50_ms``/``latency_diff_p95_ms`` (shadow minus primary, per pair).
+    with ``latency_diff_p50_ms``/``latency_diff_p95_ms`` (shadow minus primary, per pair),
+    and ``lag_p50_ms``/``lag_p95_ms``/``lag_max_ms``: how much later the shadow finished each
+    request than the primary (nginx keeps a client's keep-alive connection until the mirror
+    subrequest ends, so a lag longer than the client's pause delays its next request).
     """
     import numpy as np
 
@@ -52,6 +56,7 @@ def compare_logs(primary, shadow) -> dict:
            "max_probability_diff": float("nan")}
     if len(m):
         diff = m["latency_ms_shadow"] - m["latency_ms_primary"]
+        lag = (m["ts_shadow"] - m["ts_primary"]) * 1000
         out.update(
             agreement=float((m["prediction_primary"] == m["prediction_shadow"]).mean()),
             max_probability_diff=float(np.nanmax(np.abs(m["probability_primary"]
@@ -59,7 +64,9 @@ def compare_logs(primary, shadow) -> dict:
             primary_p95_ms=float(m["latency_ms_primary"].quantile(0.95)),
             shadow_p95_ms=float(m["latency_ms_shadow"].quantile(0.95)),
             latency_diff_p50_ms=float(diff.quantile(0.5)),
-            latency_diff_p95_ms=float(diff.quantile(0.95)))
+            latency_diff_p95_ms=float(diff.quantile(0.95)),
+            lag_p50_ms=float(lag.quantile(0.5)), lag_p95_ms=float(lag.quantile(0.95)),
+            lag_max_ms=float(lag.max()))
     return out
 
 
@@ -160,7 +167,8 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                out: str | Path | None = None, rate_per_user: float = 10.0,
                duration_s: int | None = None, servers=None, phase_s: float | None = None,
                isolate: bool | dict = True, compare_unisolated: bool = False,
-               variants: dict[str, dict | None] | None = None) -> dict:
+               variants: dict[str, dict | str | None] | None = None,
+               aa: bool = True) -> dict:
     """Serve ``stable_uri`` behind nginx and load it with Locust with and without a mirror
     to ``shadow_uri``; compare the client p95 (``mirror_p95_ratio`` = with / without) and
     the two prediction logs. Writes ``shadow.json``; stops everything it started.
@@ -170,11 +178,18 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     seconds in ABBA order, ``duration_s`` seconds per condition in all (default the
     profile's); each request counts for the condition it started in (the first
     ``SETTLE_S`` after a switch count for none), and each p95 is over every such request.
-    Others' load on the machine then falls on both conditions alike.
+    Others' load on the machine then falls on both conditions alike. ``aa`` adds a second
+    mirror-off condition: its ratio to the first (``p95_ratio_aa``, an A/A comparison) is the
+    noise floor of ``mirror_p95_ratio`` on this machine at this moment.
+    The mirror goes through nginx's relay (:mod:`course_helpers.deploy.nginx`), so no
+    client waits for the shadow's answer.
     ``isolate``: while the mirror is on, isolate the shadow (:func:`isolate_shadow`; a dict
     gives its keyword arguments); ``compare_unisolated`` adds phases of the mirror without
     isolation (``mirror_p95_ratio_unisolated``); ``variants`` adds more mirror conditions,
-    ``{name: isolate_shadow kwargs or None}``, each with its ``p95_ratio_<name>``. ``servers``: a
+    ``{name: isolate_shadow kwargs, None (no isolation) or "off" (no mirror: a second
+    baseline, whose ratio is the noise floor)}``, each with its ``p95_ratio_<name>``; the
+    key ``relay`` False in a dict mirrors without nginx's relay (the client's keep-alive
+    connection then waits for the shadow: see :mod:`course_helpers.deploy.nginx`). ``servers``: a
     :class:`.canary.ServerPool` to take the two model servers from (kept running, their
     priority and CPUs restored).
     """
@@ -188,9 +203,12 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
 
     prof = config.get_profile(profile)
     duration_s = duration_s or prof.duration_s
-    phase_s = phase_s or (2.0 if prof.name == "smoke" else 3.0)
-    iso_kw: dict[str, dict | None] = {"off": None, "mirror": (
+    # short phases: many switches spread the neighbours' bursts over both conditions
+    phase_s = phase_s or (2.0 if prof.name == "smoke" else 1.5)
+    iso_kw: dict[str, dict | str | None] = {"off": "off", "mirror": (
         (isolate if isinstance(isolate, dict) else {}) if isolate else None)}
+    if aa:
+        iso_kw["off_aa"] = "off"
     if compare_unisolated:
         iso_kw["mirror_unisolated"] = None
     iso_kw |= variants or {}
@@ -232,11 +250,14 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
             t0 = time.time() + SETTLE_S
             for k, cond in enumerate(order):
                 time.sleep(max(t0 + k * phase_s - time.time(), 0))
-                if iso_kw[cond] is not None:
-                    iso = isolate_shadow(handles["stable"].pid, handles["shadow"].pid,
-                                         **iso_kw[cond])
-                lb.update(ups, default="primary", mirror=None if cond == "off" else "shadow")
-                phases.append({"condition": cond, "from": time.time() + SETTLE_S,
+                kw = dict(iso_kw[cond]) if isinstance(iso_kw[cond], dict) else None
+                relay = kw.pop("relay", True) if kw is not None else True
+                if kw is not None:
+                    iso = isolate_shadow(handles["stable"].pid, handles["shadow"].pid, **kw)
+                switched = time.time()
+                lb.update(ups, default="primary", mirror_relay=relay,
+                          mirror=None if iso_kw[cond] == "off" else "shadow")
+                phases.append({"condition": cond, "from": max(time.time(), switched + SETTLE_S),
                                "to": t0 + (k + 1) * phase_s,
                                "loadavg_1m": round(os.getloadavg()[0], 2)})
                 time.sleep(max(phases[-1]["to"] - time.time(), 0))
@@ -252,12 +273,15 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         time.sleep(1)  # the last mirrored requests land in the shadow's log
         primary = read_log(handles["stable"].db)
         mirrored = read_log(handles["shadow"].db)  # the log outlives runs: this run's rows only
-        in_mirror = np.zeros(len(primary), dtype=bool)
+        mirrored = mirrored[mirrored["ts"] >= since]
+        ts = primary["ts"].to_numpy()
+        in_cond = {c: np.zeros(len(primary), dtype=bool) for c in conditions}
         for ph in phases:
-            if ph["condition"] != "off":
-                ts = primary["ts"].to_numpy()
-                in_mirror |= (ts >= ph["from"]) & (ts <= ph["to"])
-        comparison = compare_logs(primary[in_mirror], mirrored[mirrored["ts"] >= since])
+            in_cond[ph["condition"]] |= (ts >= ph["from"]) & (ts <= ph["to"])
+        mirrored_conds = [c for c in conditions if iso_kw[c] != "off"]
+        comparison = compare_logs(primary[np.logical_or.reduce(
+            [in_cond[c] for c in mirrored_conds])], mirrored)
+        lags = {c: compare_logs(primary[in_cond[c]], mirrored) for c in mirrored_conds}
     finally:
         if iso is not None:
             iso.restore()
@@ -276,6 +300,13 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                                              if ph["condition"] == cond), 1),
                         **{f"p{q}_ms": round(float(np.percentile(lat, q)), 2) if len(lat)
                            else float("nan") for q in (50, 95, 99)}}
+        if cond in lags:
+            pooled[cond] |= {k: round(lags[cond][k], 2) for k in ("lag_p50_ms", "lag_p95_ms",
+                                                                  "lag_max_ms")
+                             if k in lags[cond]}
+    for ph in phases:  # each phase's own p95 in the report: where the neighbours' bursts fell
+        sel = raw[(raw[:, 0] >= ph["from"]) & (raw[:, 0] < ph["to"]), 1]
+        ph["p95_ms"] = round(float(np.percentile(sel, 95)), 2) if len(sel) else None
     off = pooled["off"]["p95_ms"]
 
     def ratio(c: str) -> float:
@@ -295,6 +326,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
               "generator_cpu": res.generator_cpu, "comparison": comparison}
     for name in variants or {}:
         report[f"p95_ratio_{name}"] = ratio(name)
+    if aa:
+        report["p95_ratio_aa"] = ratio("off_aa")
+    report["phase_log"] = phases
     if compare_unisolated:
         report["p95_with_mirror_unisolated_ms"] = pooled["mirror_unisolated"]["p95_ms"]
         report["mirror_p95_ratio_unisolated"] = ratio("mirror_unisolated")

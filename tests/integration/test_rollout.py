@@ -125,6 +125,54 @@ def test_mirror_gives_the_shadow_the_same_request_id(ws, backends):
         lb.stop()
 
 
+SLOW_SERVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        time.sleep(float(sys.argv[2]))
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def test_relayed_mirror_keeps_clients_off_a_slow_shadow(ws, backends):
+    """nginx holds a client's keep-alive connection until the mirror subrequest is done: with
+    a shadow 0.3 s slow, each next request on the connection waits for it. Through the relay
+    the copy is acknowledged at once, and the shadow still gets every copy."""
+    import http.client
+
+    from course_helpers.deploy.nginx import LoadBalancer, Server, Upstream
+    from course_helpers.supervisor import Supervisor, free_port
+
+    port = free_port()
+    Supervisor().start("slow-shadow", [sys.executable, "-c", SLOW_SERVER, str(port), "0.3"],
+                       port=port)
+    ups = [Upstream("primary", [Server(backends[0])]),
+           Upstream("shadow", [Server(f"127.0.0.1:{port}")])]
+    lb = LoadBalancer("relay-lb").start(ups, mirror="shadow", mirror_relay=False)
+    took = {}
+    try:
+        for relay in (False, True):
+            lb.update(ups, mirror="shadow", mirror_relay=relay)
+            conn = http.client.HTTPConnection("127.0.0.1", lb.port, timeout=10)
+            started = time.monotonic()
+            for _ in range(4):  # one keep-alive connection, back to back
+                conn.request("GET", "/?relay=1")
+                resp = conn.getresponse()
+                resp.read()
+                assert resp.status == 200
+            took[relay] = time.monotonic() - started
+            conn.close()
+    finally:
+        lb.stop()
+        Supervisor().stop("slow-shadow")
+    assert took[False] > 0.8, took  # three of the four requests waited for the shadow
+    assert took[True] < took[False] / 3, took
+
+
 @pytest.fixture(scope="module")
 def prometheus(ws):
     """Lesson 08's Prometheus (1 s scrapes in smoke): the canary reads its metrics there."""
@@ -256,7 +304,9 @@ def test_shadow_compares_logs_and_measures_the_mirror(ws, models, pool):
     assert cmp["matched"] >= 0.8 * pooled["mirror"]["requests"], cmp
     assert 0.5 < cmp["agreement"] <= 1
     assert [p.cpu_affinity() for p in procs] == before  # isolation undone for the pool
-    assert json.loads((ws / "rollout" / "shadow" / "shadow.json").read_text())["phases"] == 4
+    assert "p95_ratio_aa" in rep and pooled["off_aa"]["requests"] > 20  # the noise floor
+    # 2 phases of 2 s for each of off, mirror and off again
+    assert json.loads((ws / "rollout" / "shadow" / "shadow.json").read_text())["phases"] == 6
     from course_helpers.supervisor import Supervisor
 
     assert not [r for r in Supervisor().status() if r["alive"] and r["name"] == "shadow-lb"]

@@ -204,7 +204,7 @@ def test_server_pool_starts_each_version_once_and_stops_them(monkeypatch):
         def predict(self, row):
             warmed.append(self.name)
 
-    def fake_start(uris, prefix, names):
+    def fake_start(uris, prefix, names, backend="local"):
         names.extend(f"{prefix}-{t}" for t in uris)
         started.extend(uris.values())
         return {t: canary.Track(t, u, Handle(f"{prefix}-{t}")) for t, u in uris.items()}
@@ -269,3 +269,26 @@ def test_isolate_shadow_nices_pins_and_restores():
                 c.kill()
             p.kill()
             p.wait()
+
+
+def test_canary_refuses_an_unknown_backend_before_deploying():
+    from course_helpers.errors import CourseError
+    from course_helpers.rollout.canary import run_canary
+
+    with pytest.raises(CourseError, match="--backend must be one of local, docker"):
+        run_canary("models:/m@champion", "models:/m@challenger", backend="k8s")
+
+
+def test_mirror_relay_acknowledges_copies_at_once(tmp_path):
+    """The relay answers the mirror subrequest itself and mirrors the copy on to the shadow,
+    so the client's keep-alive connection never waits for the shadow; without it, nginx's
+    plain mirror goes to the shadow directly."""
+    from course_helpers.deploy.nginx import Server, Upstream, render_config
+
+    ups = [Upstream("stable", [Server("127.0.0.1:1")]), Upstream("shadow", [Server("127.0.0.1:2")])]
+    relayed = render_config(tmp_path, 8080, ups, mirror="shadow", relay_port=8081)
+    direct = render_config(tmp_path, 8080, ups, mirror="shadow")
+    assert "proxy_pass http://127.0.0.1:8081$request_uri;" in relayed
+    assert "listen 127.0.0.1:8081;" in relayed and "return 204;" in relayed
+    assert relayed.count("proxy_pass http://shadow$request_uri;") == 1
+    assert "8081" not in direct and direct.count("proxy_pass http://shadow$request_uri;") == 1
