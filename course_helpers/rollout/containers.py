@@ -11,9 +11,7 @@ write no prediction log on the host (``db`` is None).
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
-import urllib.request
 
 #: Each container's share of the machine: one CPU, as a local server pinned to one.
 CPUS_PER_TRACK = 1.0
@@ -37,11 +35,9 @@ class ContainerHandle:
 
     def predict(self, rows: list[dict] | dict, timeout: float = 30) -> dict:
         """POST one row (a dict) or a batch (a list of dicts) to /predict."""
-        body = {"row": rows} if isinstance(rows, dict) else {"rows": rows}
-        req = urllib.request.Request(self.url + "/predict", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+        from ..serving.server import post_predict
+
+        return post_predict(self.url, rows, timeout)
 
     def stop(self) -> bool:
         """Take the container down (SIGTERM, drain, remove); False if it was not running."""

@@ -17,6 +17,15 @@ from ..tracking import current_uri
 from ..supervisor import Supervisor, free_port
 
 
+def post_predict(url: str, rows: list[dict] | dict, timeout: float = 30) -> dict:
+    """POST one row (a dict) or a batch (a list of dicts) to ``url``/predict; the JSON answer."""
+    body = {"row": rows} if isinstance(rows, dict) else {"rows": rows}
+    req = urllib.request.Request(url + "/predict", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
 @dataclasses.dataclass
 class ServerHandle:
     """A running model server: its URL, name and settings; ``stop()`` ends it gracefully."""
@@ -35,11 +44,7 @@ class ServerHandle:
 
     def predict(self, rows: list[dict] | dict, timeout: float = 30) -> dict:
         """POST one row (a dict) or a batch (a list of dicts) to /predict."""
-        body = {"row": rows} if isinstance(rows, dict) else {"rows": rows}
-        req = urllib.request.Request(self.url + "/predict", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return json.loads(resp.read())
+        return post_predict(self.url, rows, timeout)
 
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as resp:
