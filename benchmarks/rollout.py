@@ -96,6 +96,14 @@ def main() -> None:
               f"mirror_p95_ratio_direct={sh['p95_ratio_direct']} "
               f"shadow_agreement={cmp['agreement']:.4f} shadow_matched={cmp['matched']} "
               f"loadavg={os.getloadavg()[0]:.2f}", flush=True)
+        print("at the load balancer (nginx's access log, 1 ms resolution): "
+              + " ".join(f"{c}: n={v['requests']} p50={v['p50_ms']} p95={v['p95_ms']} "
+                         f"mean={v['mean_ms']} upstream_p95={v['upstream_p95_ms']} ms;"
+                         for c, v in sh["lb"].items()), flush=True)
+        print(f"mirror_p95_ratio_lb_aa={sh['lb_p95_ratio_aa']} "
+              f"mirror_p95_ratio_lb_direct={sh['lb_p95_ratio_direct']} "
+              f"mirror_upstream_p95_ratio_lb={sh['lb_upstream_mirror_p95_ratio']} "
+              f"mirror_upstream_p95_ratio_lb_aa={sh['lb_upstream_p95_ratio_aa']}", flush=True)
         if good["outcome"] == "promoted":
             tracking.rollback(name)  # the next run starts from the same champion
     finally:
@@ -115,6 +123,7 @@ def main() -> None:
     print(f"rollback_s={bad.get('rollback_s')}")
     print(f"promotion_failed_requests={good['failed_requests'] if good['outcome'] == 'promoted' else 'not_promoted'}")
     print(f"mirror_p95_ratio={sh['mirror_p95_ratio']}")
+    print(f"mirror_p95_ratio_lb={sh['lb_mirror_p95_ratio']}")
     print(f"peeking_fpr_naive={peek['fpr_naive']:.4f}")
     print(f"peeking_fpr_sequential={peek['fpr_sequential']:.4f}")
 

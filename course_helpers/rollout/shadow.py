@@ -79,15 +79,25 @@ class Isolation:
     primary_cpus: list[int] | None
     shadow_cpus: list[int] | None
     idle: bool = False
+    autogroup: bool = False
     _saved: list = dataclasses.field(default_factory=list, repr=False)
     _policies: list = dataclasses.field(default_factory=list, repr=False)
+    _groups: list = dataclasses.field(default_factory=list, repr=False)
 
     def describe(self) -> dict:
         return {"shadow_niceness": self.niceness, "shadow_sched_idle": self.idle,
+                "shadow_autogroup_niced": self.autogroup,
                 "primary_cpus": self.primary_cpus, "shadow_cpus": self.shadow_cpus}
 
     def restore(self) -> None:
         import psutil
+
+        for pid, nice in self._groups:
+            try:
+                Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+            except OSError:
+                pass
+        self._groups.clear()
 
         for pid, policy in self._policies:
             try:
@@ -115,15 +125,31 @@ def _tree(pid: int) -> list:
         return []
 
 
+def _autogroup(pid: int | str) -> tuple[str, int] | None:
+    """A process's autogroup (``/proc/PID/autogroup``: name, nice), None without one."""
+    try:
+        name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return name, int(nice)
+    except (OSError, ValueError):
+        return None
+
+
 def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
                    pin: bool = True, pin_primary: bool = True,
-                   idle: bool = False) -> Isolation:
+                   idle: bool = False, autogroup: bool = False) -> Isolation:
     """Keep a shadow from taking CPU from the live server on the same machine: the shadow's
     processes (``shadow_pid`` and its children: gunicorn's master and workers) get
     ``niceness`` (the scheduler serves the live server first), and with ``pin`` and at least
     two CPUs the live server gets one CPU and the shadow another, so a mirrored request
     never waits for the shadow's prediction to leave the CPU. On a platform the shadow runs
-    on other nodes; this is the one-machine equivalent. Undo with ``.restore()``."""
+    on other nodes; this is the one-machine equivalent. Undo with ``.restore()``.
+
+    On Linux with ``kernel.sched_autogroup_enabled``, a niceness only ranks processes of
+    the same session: servers started in their own sessions share the CPU as equals
+    whatever their niceness (sched(7), "The autogroup feature"). ``autogroup`` also gives
+    the shadow's own session group ``niceness`` (``/proc/PID/autogroup``), if it has its
+    own (not the caller's or the live server's); ``idle`` puts the shadow under
+    ``SCHED_IDLE`` (any other process that wakes up preempts it at once)."""
     import psutil
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -138,6 +164,14 @@ def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
         try:
             proc.nice(max(proc.nice(), niceness))
         except psutil.Error:
+            pass
+    group = _autogroup(shadow_pid) if autogroup else None
+    if group and group[0] not in {(_autogroup(p) or ("",))[0] for p in ("self", primary_pid)}:
+        try:
+            Path(f"/proc/{shadow_pid}/autogroup").write_text(str(max(group[1], niceness)))
+            iso._groups.append((shadow_pid, group[1]))
+            iso.autogroup = True
+        except OSError:
             pass
     if idle and hasattr(os, "SCHED_IDLE"):
         iso.idle = True

@@ -346,3 +346,38 @@ def test_assign_phases_by_start_time():
                                         True, False, False]
     assert not (masks["off"] & masks["mirror"]).any()
     assert assign_phases([], phases)["off"].shape == (0,)
+
+
+def test_isolate_shadow_nices_its_own_session_group():
+    """With autogroups, a niceness ranks processes only within their session: a shadow in
+    its own session gets its group niced too, and back after restore; a shadow in the
+    caller's session leaves the caller's group alone."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from course_helpers.rollout.shadow import isolate_shadow
+
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("no autogroups on this kernel (CONFIG_SCHED_AUTOGROUP)")
+    sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
+    prim = subprocess.Popen(sleep, start_new_session=True)
+    own = subprocess.Popen(sleep, start_new_session=True)
+    mine = subprocess.Popen(sleep)
+    group = lambda p: Path(f"/proc/{p.pid}/autogroup").read_text().split()  # noqa: E731
+    try:
+        before = group(own)
+        iso = isolate_shadow(prim.pid, own.pid, niceness=7, pin=False, autogroup=True)
+        assert iso.autogroup and group(own)[2] == str(max(7, int(before[2])))
+        iso.restore()
+        if os.geteuid() == 0:  # lowering a niceness again needs root
+            assert group(own) == before
+        caller = Path("/proc/self/autogroup").read_text()
+        iso = isolate_shadow(prim.pid, mine.pid, niceness=7, pin=False, autogroup=True)
+        assert not iso.autogroup and Path("/proc/self/autogroup").read_text() == caller
+        iso.restore()
+    finally:
+        for p in (prim, own, mine):
+            p.kill()
+            p.wait()
