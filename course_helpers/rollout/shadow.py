@@ -136,7 +136,7 @@ def _autogroup(pid: int | str) -> tuple[str, int] | None:
 
 def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
                    pin: bool = True, pin_primary: bool = True,
-                   idle: bool = False, autogroup: bool = False) -> Isolation:
+                   idle: bool = False, autogroup: bool = True) -> Isolation:
     """Keep a shadow from taking CPU from the live server on the same machine: the shadow's
     processes (``shadow_pid`` and its children: gunicorn's master and workers) get
     ``niceness`` (the scheduler serves the live server first), and with ``pin`` and at least
@@ -146,8 +146,8 @@ def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
 
     On Linux with ``kernel.sched_autogroup_enabled``, a niceness only ranks processes of
     the same session: servers started in their own sessions share the CPU as equals
-    whatever their niceness (sched(7), "The autogroup feature"). ``autogroup`` also gives
-    the shadow's own session group ``niceness`` (``/proc/PID/autogroup``), if it has its
+    whatever their niceness (sched(7), "The autogroup feature"). ``autogroup`` (default)
+    also gives the shadow's own session group ``niceness`` (``/proc/PID/autogroup``), if it has its
     own (not the caller's or the live server's); ``idle`` puts the shadow under
     ``SCHED_IDLE`` (any other process that wakes up preempts it at once)."""
     import psutil
@@ -195,6 +195,12 @@ def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
 
 
 RAW_LOCUSTFILE = Path(__file__).with_name("locust_raw.py")
+#: :func:`run_shadow`'s default isolation: the shadow niced with its session group and on
+#: the last CPU, the live server free to use every CPU. Timed at the load balancer (the
+#: ``lb`` figures), a live server pinned to one CPU beside a shadow niced only within its
+#: own session answered clearly slower with the mirror on; with the shadow's group niced
+#: and the live server not pinned, the difference stayed near the A/A noise.
+ISOLATION = {"autogroup": True, "pin_primary": False}
 
 
 def read_access_log(path: str | Path):
@@ -282,17 +288,17 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     noise floor of ``mirror_p95_ratio`` on this machine at this moment.
     The mirror goes through nginx's relay (:mod:`course_helpers.deploy.nginx`), so no
     client waits for the shadow's answer.
-    ``isolate``: while the mirror is on, isolate the shadow (:func:`isolate_shadow`; a dict
-    gives its keyword arguments); ``compare_unisolated`` adds phases of the mirror without
-    isolation (``mirror_p95_ratio_unisolated``); ``variants`` adds more mirror conditions,
+    ``isolate``: while the mirror is on, isolate the shadow (:func:`isolate_shadow` with
+    :data:`ISOLATION`; a dict gives its keyword arguments instead); ``compare_unisolated``
+    adds phases of the mirror without isolation (``mirror_p95_ratio_unisolated``); ``variants`` adds more mirror conditions,
     ``{name: isolate_shadow kwargs, None (no isolation) or "off" (no mirror: a second
     baseline, whose ratio is the noise floor)}``, each with its ``p95_ratio_<name>``; the
     key ``relay`` False in a dict mirrors without nginx's relay (the client's keep-alive
     connection then waits for the shadow: see :mod:`course_helpers.deploy.nginx`). ``servers``: a
     :class:`.canary.ServerPool` to take the two model servers from (kept running, their
     priority and CPUs restored). ``pin_generator``: with at least two CPUs, keep Locust on
-    the live server's CPU (the one :func:`isolate_shadow` gives it) for the whole run,
-    instead of letting it float over all of them.
+    the first CPU (the live server's when :func:`isolate_shadow` pins it) for the whole
+    run, instead of letting it float over all of them.
     """
     import concurrent.futures
 
@@ -307,7 +313,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     # short phases: many switches spread the neighbours' bursts over both conditions
     phase_s = phase_s or (2.0 if prof.name == "smoke" else 1.5)
     iso_kw: dict[str, dict | str | None] = {"off": "off", "mirror": (
-        (isolate if isinstance(isolate, dict) else {}) if isolate else None)}
+        (isolate if isinstance(isolate, dict) else dict(ISOLATION)) if isolate else None)}
     if aa:
         iso_kw["off_aa"] = "off"
     if compare_unisolated:
