@@ -13,11 +13,15 @@ run with and without nginx ``mirror``, then the peeking simulation. Prints, last
 * ``promotion_failed_requests``: client-visible failures during the good canary's full
   promotion (four nginx reloads under load);
 * ``mirror_p95_ratio``: client p95 with the mirror (through nginx's relay, so no client
-  connection waits for the shadow; shadow niced and on its own CPU) / without, from one
-  paced Locust run while nginx switches the mirror on and off every 1.5 s (ABBA order, so
-  others' load falls on both alike). Printed above it from the same run: the A/A ratio
-  (mirror off / mirror off: the noise floor) and the plain nginx mirror's ratio (no relay:
-  a client's next request waits until the shadow has answered the previous copy);
+  connection waits for the shadow; the shadow niced with its session group and on its own
+  CPU, the live server on any CPU) / without, from one paced Locust run while nginx
+  switches the mirror on and off every 1.5 s (ABBA order, so others' load falls on both
+  alike). Printed above it from the same run: the A/A ratio (mirror off / mirror off: the
+  noise floor) and the plain nginx mirror's ratio (no relay: a client's next request waits
+  until the shadow has answered the previous copy);
+* ``mirror_p95_ratio_lb``: the same requests timed by nginx (its access log: request time,
+  1 ms resolution), which leaves out Locust's own scheduling; printed above it, the LB-side
+  A/A ratio and the live server's answer time as nginx saw it (``upstream``);
 * ``peeking_fpr_naive`` and ``peeking_fpr_sequential``: A/A false-positive rates over 50 looks.
 
 Timings are wall clock on whatever else the machine runs: the load average is printed beside.
@@ -96,6 +100,14 @@ def main() -> None:
               f"mirror_p95_ratio_direct={sh['p95_ratio_direct']} "
               f"shadow_agreement={cmp['agreement']:.4f} shadow_matched={cmp['matched']} "
               f"loadavg={os.getloadavg()[0]:.2f}", flush=True)
+        print("at the load balancer (nginx's access log, 1 ms resolution): "
+              + " ".join(f"{c}: n={v['requests']} p50={v['p50_ms']} p95={v['p95_ms']} "
+                         f"mean={v['mean_ms']} upstream_p95={v['upstream_p95_ms']} ms;"
+                         for c, v in sh["lb"].items()), flush=True)
+        print(f"mirror_p95_ratio_lb_aa={sh['lb_p95_ratio_aa']} "
+              f"mirror_p95_ratio_lb_direct={sh['lb_p95_ratio_direct']} "
+              f"mirror_upstream_p95_ratio_lb={sh['lb_upstream_mirror_p95_ratio']} "
+              f"mirror_upstream_p95_ratio_lb_aa={sh['lb_upstream_p95_ratio_aa']}", flush=True)
         if good["outcome"] == "promoted":
             tracking.rollback(name)  # the next run starts from the same champion
     finally:
@@ -110,11 +122,14 @@ def main() -> None:
               f"the same run (load average {sh['loadavg_1m'][0]}-{sh['loadavg_1m'][1]} on "
               f"{len(os.sched_getaffinity(0))} CPUs); the p50 goes "
               f"{sh['pooled']['off']['p50_ms']} -> {sh['pooled']['mirror']['p50_ms']} ms with "
-              f"the mirror ({sh['pooled']['off_aa']['p50_ms']} ms in the A/A condition)")
+              f"the mirror ({sh['pooled']['off_aa']['p50_ms']} ms in the A/A condition); at "
+              f"the load balancer the p95 ratio is {sh['lb_mirror_p95_ratio']} (A/A "
+              f"{sh['lb_p95_ratio_aa']})")
     print(f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"rollback_s={bad.get('rollback_s')}")
     print(f"promotion_failed_requests={good['failed_requests'] if good['outcome'] == 'promoted' else 'not_promoted'}")
     print(f"mirror_p95_ratio={sh['mirror_p95_ratio']}")
+    print(f"mirror_p95_ratio_lb={sh['lb_mirror_p95_ratio']}")
     print(f"peeking_fpr_naive={peek['fpr_naive']:.4f}")
     print(f"peeking_fpr_sequential={peek['fpr_sequential']:.4f}")
 

@@ -73,6 +73,11 @@ FAIL_TIMEOUT_S = 2
 #: nginx closes idle upstream connections before the server does (gunicorn --keep-alive 5),
 #: so it never sends a request on a connection the server is closing.
 UPSTREAM_KEEPALIVE_S = 4
+#: ``access_log``'s line format (``log_format timing``): when the request ended (epoch s, ms
+#: resolution), nginx's time for it (s: first byte read to log, which for a mirrored request
+#: waits for the mirror subrequest), the live upstream's time(s) (s, comma-separated when
+#: nginx retried another replica; ``-`` with none), the status and the request id.
+TIMING_LOG_FORMAT = "$msec $request_time $upstream_response_time $status $request_id"
 
 
 def _var(header: str) -> str:
@@ -118,13 +123,15 @@ def render_config(workdir: Path, port: int, upstreams: list[Upstream],
                   default: str | None = None, max_fails: int = MAX_FAILS,
                   fail_timeout_s: int = FAIL_TIMEOUT_S, worker_processes: int = 1,
                   split: Split | None = None, mirror: str | None = None,
-                  relay_port: int | None = None) -> str:
+                  relay_port: int | None = None, access_log: str | Path | None = None) -> str:
     """The whole nginx.conf: every path under ``workdir``, listening on 127.0.0.1:``port``.
 
     ``split`` routes by sticky user id instead of to ``default``; ``mirror`` names an
     upstream that gets a copy of every request (its answers are discarded), through a
     relay listening on 127.0.0.1:``relay_port`` if given, else directly (the client's
-    keep-alive connection then waits for the shadow's answer).
+    keep-alive connection then waits for the shadow's answer). ``access_log``: a file that
+    gets one :data:`TIMING_LOG_FORMAT` line per proxied client request (not the mirror's
+    copies, not ``/lb-health``).
     """
     if not upstreams:
         raise CourseError("a load balancer needs at least one upstream")
@@ -186,6 +193,10 @@ def render_config(workdir: Path, port: int, upstreams: list[Upstream],
         }}
     }}"""
     variant_header = '\n            add_header X-Variant $ab_variant always;' if split else ""
+    log_format = log_line = ""
+    if access_log is not None:
+        log_format = f"    log_format timing '{TIMING_LOG_FORMAT}';\n"
+        log_line = f"\n            access_log {access_log} timing;"
     blocks = []
     for up in upstreams:
         if not up.servers or all(s.weight == 0 for s in up.servers):
@@ -216,12 +227,12 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     client_max_body_size 2m;
-{chr(10).join(blocks)}
+{log_format}{chr(10).join(blocks)}
 {split_block}    server {{
         listen 127.0.0.1:{port};
         location = /lb-health {{ return 200 "ok\\n"; }}{mirror_location}
         location / {{
-            proxy_pass http://{target};{mirror_lines}{variant_header}
+            proxy_pass http://{target};{mirror_lines}{variant_header}{log_line}
             add_header X-Upstream $upstream_addr always;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -249,6 +260,9 @@ class LoadBalancer:
         self.conf = self.workdir / "nginx.conf"
         self.url = f"http://127.0.0.1:{self.port}"
         self.upstreams: list[Upstream] = []
+        #: a file for one :data:`TIMING_LOG_FORMAT` line per client request (set before
+        #: ``start``/``update``; None: no access log)
+        self.access_log: Path | None = None
 
     def _write(self, upstreams: list[Upstream], default: str | None,
                split: Split | None = None, mirror: str | None = None,
@@ -259,7 +273,8 @@ class LoadBalancer:
             self.relay_port = free_port()
         self.conf.write_text(render_config(
             self.workdir, self.port, upstreams, default, split=split, mirror=mirror,
-            relay_port=self.relay_port if mirror and mirror_relay else None))
+            relay_port=self.relay_port if mirror and mirror_relay else None,
+            access_log=self.access_log))
         self.upstreams = upstreams
         out = subprocess.run([self._bin(), "-t", "-p", str(self.workdir), "-c", str(self.conf),
                               "-e", str(self.workdir / "error.log")],

@@ -79,15 +79,25 @@ class Isolation:
     primary_cpus: list[int] | None
     shadow_cpus: list[int] | None
     idle: bool = False
+    autogroup: bool = False
     _saved: list = dataclasses.field(default_factory=list, repr=False)
     _policies: list = dataclasses.field(default_factory=list, repr=False)
+    _groups: list = dataclasses.field(default_factory=list, repr=False)
 
     def describe(self) -> dict:
         return {"shadow_niceness": self.niceness, "shadow_sched_idle": self.idle,
+                "shadow_autogroup_niced": self.autogroup,
                 "primary_cpus": self.primary_cpus, "shadow_cpus": self.shadow_cpus}
 
     def restore(self) -> None:
         import psutil
+
+        for pid, nice in self._groups:
+            try:
+                Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+            except OSError:
+                pass
+        self._groups.clear()
 
         for pid, policy in self._policies:
             try:
@@ -115,15 +125,31 @@ def _tree(pid: int) -> list:
         return []
 
 
+def _autogroup(pid: int | str) -> tuple[str, int] | None:
+    """A process's autogroup (``/proc/PID/autogroup``: name, nice), None without one."""
+    try:
+        name, _, nice = Path(f"/proc/{pid}/autogroup").read_text().split()
+        return name, int(nice)
+    except (OSError, ValueError):
+        return None
+
+
 def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
                    pin: bool = True, pin_primary: bool = True,
-                   idle: bool = False) -> Isolation:
+                   idle: bool = False, autogroup: bool = True) -> Isolation:
     """Keep a shadow from taking CPU from the live server on the same machine: the shadow's
     processes (``shadow_pid`` and its children: gunicorn's master and workers) get
     ``niceness`` (the scheduler serves the live server first), and with ``pin`` and at least
     two CPUs the live server gets one CPU and the shadow another, so a mirrored request
     never waits for the shadow's prediction to leave the CPU. On a platform the shadow runs
-    on other nodes; this is the one-machine equivalent. Undo with ``.restore()``."""
+    on other nodes; this is the one-machine equivalent. Undo with ``.restore()``.
+
+    On Linux with ``kernel.sched_autogroup_enabled``, a niceness only ranks processes of
+    the same session: servers started in their own sessions share the CPU as equals
+    whatever their niceness (sched(7), "The autogroup feature"). ``autogroup`` (default)
+    also gives the shadow's own session group ``niceness`` (``/proc/PID/autogroup``), if it has its
+    own (not the caller's or the live server's); ``idle`` puts the shadow under
+    ``SCHED_IDLE`` (any other process that wakes up preempts it at once)."""
     import psutil
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -138,6 +164,14 @@ def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
         try:
             proc.nice(max(proc.nice(), niceness))
         except psutil.Error:
+            pass
+    group = _autogroup(shadow_pid) if autogroup else None
+    if group and group[0] not in {(_autogroup(p) or ("",))[0] for p in ("self", primary_pid)}:
+        try:
+            Path(f"/proc/{shadow_pid}/autogroup").write_text(str(max(group[1], niceness)))
+            iso._groups.append((shadow_pid, group[1]))
+            iso.autogroup = True
+        except OSError:
             pass
     if idle and hasattr(os, "SCHED_IDLE"):
         iso.idle = True
@@ -161,6 +195,70 @@ def isolate_shadow(primary_pid: int, shadow_pid: int, niceness: int = 10,
 
 
 RAW_LOCUSTFILE = Path(__file__).with_name("locust_raw.py")
+#: :func:`run_shadow`'s default isolation: the shadow niced with its session group and on
+#: the last CPU, the live server free to use every CPU. Timed at the load balancer (the
+#: ``lb`` figures), a live server pinned to one CPU beside a shadow niced only within its
+#: own session answered clearly slower with the mirror on; with the shadow's group niced
+#: and the live server not pinned, the difference stayed near the A/A noise.
+ISOLATION = {"autogroup": True, "pin_primary": False}
+
+
+def read_access_log(path: str | Path):
+    """The load balancer's timing log (:data:`.nginx.TIMING_LOG_FORMAT`) as an array of rows
+    ``[start_epoch_s, request_ms, upstream_ms, status]``: the start is the line's end time
+    minus nginx's request time; the upstream time adds up nginx's tries (NaN without one).
+    All times have nginx's resolution, 1 ms."""
+    import numpy as np
+
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        parts = line.split()  # the upstream times, "0.003, 0.008 : 0.002", span fields
+        if len(parts) < 5:
+            continue
+        end, took = float(parts[0]), float(parts[1])
+        ups = [float(v) for v in " ".join(parts[2:-2]).replace(":", ",").split(",")
+               if v.strip() not in ("", "-")]
+        rows.append([end - took, took * 1000, sum(ups) * 1000 if ups else np.nan, int(parts[-2])])
+    return np.asarray(rows, dtype=float).reshape(-1, 4)
+
+
+def assign_phases(starts, phases: list[dict]) -> dict:
+    """For each condition in ``phases`` (dicts with ``condition``, ``from`` and ``to``, epoch
+    seconds), a boolean mask of the ``starts`` (epoch seconds) that fell in one of its
+    phases, ``from`` included, ``to`` excluded; a start in no phase is in no mask."""
+    import numpy as np
+
+    starts = np.asarray(starts, dtype=float)
+    masks: dict = {}
+    for ph in phases:
+        mask = masks.setdefault(ph["condition"], np.zeros(len(starts), dtype=bool))
+        mask |= (starts >= ph["from"]) & (starts < ph["to"])
+    return masks
+
+
+def _quantiles(values) -> dict:
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    out = {f"p{q}_ms": round(float(np.percentile(values, q)), 2) if len(values)
+           else float("nan") for q in (50, 95, 99)}
+    out["mean_ms"] = round(float(values.mean()), 3) if len(values) else float("nan")
+    return out
+
+
+def _generator_procs() -> list:
+    """The Locust process(es) this process started with :data:`RAW_LOCUSTFILE`."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if str(RAW_LOCUSTFILE) in proc.cmdline():
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
 
 
 def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
@@ -168,10 +266,17 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                duration_s: int | None = None, servers=None, phase_s: float | None = None,
                isolate: bool | dict = True, compare_unisolated: bool = False,
                variants: dict[str, dict | str | None] | None = None,
-               aa: bool = True) -> dict:
+               aa: bool = True, pin_generator: bool = False) -> dict:
     """Serve ``stable_uri`` behind nginx and load it with Locust with and without a mirror
     to ``shadow_uri``; compare the client p95 (``mirror_p95_ratio`` = with / without) and
     the two prediction logs. Writes ``shadow.json``; stops everything it started.
+
+    The same requests are timed at the load balancer too (nginx's access log,
+    ``lb-access.log`` in ``out``): ``lb_mirror_p95_ratio`` (and ``lb_p95_ratio_aa``,
+    ``lb_p95_ratio_<variant>``) compare nginx's request time, which leaves out the load
+    generator's own scheduling and the loopback; ``lb_upstream_mirror_p95_ratio`` compares
+    the live server's answer time as nginx saw it. ``lb`` has each condition's figures (1 ms
+    resolution: compare the means too).
 
     The comparison is fair to a busy machine: one Locust run (the profile's users, each
     ``rate_per_user`` req/s) while nginx switches the mirror on and off every ``phase_s``
@@ -183,15 +288,17 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     noise floor of ``mirror_p95_ratio`` on this machine at this moment.
     The mirror goes through nginx's relay (:mod:`course_helpers.deploy.nginx`), so no
     client waits for the shadow's answer.
-    ``isolate``: while the mirror is on, isolate the shadow (:func:`isolate_shadow`; a dict
-    gives its keyword arguments); ``compare_unisolated`` adds phases of the mirror without
-    isolation (``mirror_p95_ratio_unisolated``); ``variants`` adds more mirror conditions,
+    ``isolate``: while the mirror is on, isolate the shadow (:func:`isolate_shadow` with
+    :data:`ISOLATION`; a dict gives its keyword arguments instead); ``compare_unisolated``
+    adds phases of the mirror without isolation (``mirror_p95_ratio_unisolated``); ``variants`` adds more mirror conditions,
     ``{name: isolate_shadow kwargs, None (no isolation) or "off" (no mirror: a second
     baseline, whose ratio is the noise floor)}``, each with its ``p95_ratio_<name>``; the
     key ``relay`` False in a dict mirrors without nginx's relay (the client's keep-alive
     connection then waits for the shadow: see :mod:`course_helpers.deploy.nginx`). ``servers``: a
     :class:`.canary.ServerPool` to take the two model servers from (kept running, their
-    priority and CPUs restored).
+    priority and CPUs restored). ``pin_generator``: with at least two CPUs, keep Locust on
+    the first CPU (the live server's when :func:`isolate_shadow` pins it) for the whole
+    run, instead of letting it float over all of them.
     """
     import concurrent.futures
 
@@ -206,7 +313,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     # short phases: many switches spread the neighbours' bursts over both conditions
     phase_s = phase_s or (2.0 if prof.name == "smoke" else 1.5)
     iso_kw: dict[str, dict | str | None] = {"off": "off", "mirror": (
-        (isolate if isinstance(isolate, dict) else {}) if isolate else None)}
+        (isolate if isinstance(isolate, dict) else dict(ISOLATION)) if isolate else None)}
     if aa:
         iso_kw["off_aa"] = "off"
     if compare_unisolated:
@@ -220,6 +327,9 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
     out.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     lb = LoadBalancer(f"{PREFIX}-lb")
+    lb.access_log = out / "lb-access.log"
+    lb.access_log.unlink(missing_ok=True)
+    generator_cpus = None
     iso = iso_done = None
     phases: list[dict] = []
     try:
@@ -245,6 +355,11 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
                               locustfile=RAW_LOCUSTFILE)
             while not started_file.exists() and not fut.done():
                 time.sleep(0.1)
+            cpus = sorted(os.sched_getaffinity(0))
+            if pin_generator and len(cpus) >= 2:
+                generator_cpus = cpus[:1]
+                for proc in _generator_procs():
+                    proc.cpu_affinity(generator_cpus)
             # phases on a fixed schedule from the first response, so that they all fit in
             # Locust's run whatever each reload costs (the reload eats into its own phase)
             t0 = time.time() + SETTLE_S
@@ -271,6 +386,7 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         raw = np.asarray(json.loads(Path(res.timeline_file + ".raw.json").read_text()),
                          dtype=float).reshape(-1, 3)
         time.sleep(1)  # the last mirrored requests land in the shadow's log
+        lb_log = read_access_log(lb.access_log) if lb.access_log.exists() else np.empty((0, 4))
         primary = read_log(handles["stable"].db)
         mirrored = read_log(handles["shadow"].db)  # the log outlives runs: this run's rows only
         mirrored = mirrored[mirrored["ts"] >= since]
@@ -288,18 +404,20 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         if lb.name in started:
             lb.stop()
         stop_servers([n for n in started if n != lb.name])
-    pooled = {}
+    pooled, lb_pooled = {}, {}
+    client_masks = assign_phases(raw[:, 0], phases)
+    lb_masks = assign_phases(lb_log[:, 0], phases)
     for cond in conditions:
-        mask = np.zeros(len(raw), dtype=bool)
-        for ph in phases:
-            if ph["condition"] == cond:
-                mask |= (raw[:, 0] >= ph["from"]) & (raw[:, 0] < ph["to"])
+        mask = client_masks.get(cond, np.zeros(len(raw), dtype=bool))
         lat, ok = raw[mask, 1], raw[mask, 2].astype(bool)
         pooled[cond] = {"requests": int(mask.sum()), "failures": int((~ok).sum()),
                         "seconds": round(sum(ph["to"] - ph["from"] for ph in phases
                                              if ph["condition"] == cond), 1),
-                        **{f"p{q}_ms": round(float(np.percentile(lat, q)), 2) if len(lat)
-                           else float("nan") for q in (50, 95, 99)}}
+                        **_quantiles(lat)}
+        sel = lb_log[lb_masks.get(cond, np.zeros(len(lb_log), dtype=bool))]
+        lb_pooled[cond] = {"requests": len(sel), "errors": int((sel[:, 3] >= 500).sum()),
+                           **_quantiles(sel[:, 1]),
+                           **{f"upstream_{k}": v for k, v in _quantiles(sel[:, 2]).items()}}
         if cond in lags:
             pooled[cond] |= {k: round(lags[cond][k], 2) for k in ("lag_p50_ms", "lag_p95_ms",
                                                                   "lag_max_ms")
@@ -309,8 +427,10 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
         ph["p95_ms"] = round(float(np.percentile(sel, 95)), 2) if len(sel) else None
     off = pooled["off"]["p95_ms"]
 
-    def ratio(c: str) -> float:
-        return round(pooled[c]["p95_ms"] / off, 3) if off else float("nan")
+    def ratio(c: str, figures: dict | None = None, key: str = "p95_ms") -> float:
+        figures = figures or pooled
+        base = figures["off"][key]
+        return round(figures[c][key] / base, 3) if base else float("nan")
 
     loads = [ph["loadavg_1m"] for ph in phases]
     report = {"profile": prof.name, "stable": stable_uri, "shadow": shadow_uri,
@@ -323,11 +443,18 @@ def run_shadow(stable_uri: str, shadow_uri: str, profile: str | None = None,
               "requests_with": pooled["mirror"]["requests"],
               "failures_with": pooled["mirror"]["failures"], "pooled": pooled,
               "loadavg_1m": [min(loads), max(loads)] if loads else None,
-              "generator_cpu": res.generator_cpu, "comparison": comparison}
+              "generator_cpu": res.generator_cpu, "generator_cpus": generator_cpus,
+              "comparison": comparison,
+              "lb_mirror_p95_ratio": ratio("mirror", lb_pooled),
+              "lb_upstream_mirror_p95_ratio": ratio("mirror", lb_pooled, "upstream_p95_ms"),
+              "lb": lb_pooled}
     for name in variants or {}:
         report[f"p95_ratio_{name}"] = ratio(name)
+        report[f"lb_p95_ratio_{name}"] = ratio(name, lb_pooled)
     if aa:
         report["p95_ratio_aa"] = ratio("off_aa")
+        report["lb_p95_ratio_aa"] = ratio("off_aa", lb_pooled)
+        report["lb_upstream_p95_ratio_aa"] = ratio("off_aa", lb_pooled, "upstream_p95_ms")
     report["phase_log"] = phases
     if compare_unisolated:
         report["p95_with_mirror_unisolated_ms"] = pooled["mirror_unisolated"]["p95_ms"]

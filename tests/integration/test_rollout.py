@@ -305,6 +305,14 @@ def test_shadow_compares_logs_and_measures_the_mirror(ws, models, pool):
     assert 0.5 < cmp["agreement"] <= 1
     assert [p.cpu_affinity() for p in procs] == before  # isolation undone for the pool
     assert "p95_ratio_aa" in rep and pooled["off_aa"]["requests"] > 20  # the noise floor
+    # nginx timed the same client requests (not the mirror's copies), phase by phase
+    lb = rep["lb"]
+    for cond in ("off", "mirror", "off_aa"):
+        n = pooled[cond]["requests"]
+        assert abs(lb[cond]["requests"] - n) <= 0.1 * n + 3, (lb, pooled)
+        assert lb[cond]["upstream_p95_ms"] <= lb[cond]["p95_ms"] + 1, lb
+    assert rep["lb_mirror_p95_ratio"] == round(lb["mirror"]["p95_ms"] / lb["off"]["p95_ms"], 3)
+    assert "lb_p95_ratio_aa" in rep and (ws / "rollout" / "shadow" / "lb-access.log").exists()
     # 2 phases of 2 s for each of off, mirror and off again
     assert json.loads((ws / "rollout" / "shadow" / "shadow.json").read_text())["phases"] == 6
     from course_helpers.supervisor import Supervisor

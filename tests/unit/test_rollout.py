@@ -292,3 +292,92 @@ def test_mirror_relay_acknowledges_copies_at_once(tmp_path):
     assert "listen 127.0.0.1:8081;" in relayed and "return 204;" in relayed
     assert relayed.count("proxy_pass http://shadow$request_uri;") == 1
     assert "8081" not in direct and direct.count("proxy_pass http://shadow$request_uri;") == 1
+
+
+def test_lb_access_log_only_for_client_requests(tmp_path):
+    """The timing log is declared once and written by the client-facing location only: the
+    mirror's copies through the relay are not client requests."""
+    from course_helpers.deploy.nginx import TIMING_LOG_FORMAT, Server, Upstream, render_config
+
+    ups = [Upstream("stable", [Server("127.0.0.1:1")]), Upstream("shadow", [Server("127.0.0.1:2")])]
+    conf = render_config(tmp_path, 8080, ups, mirror="shadow", relay_port=8081,
+                         access_log=tmp_path / "lb.log")
+    assert f"log_format timing '{TIMING_LOG_FORMAT}';" in conf
+    assert conf.count(f"access_log {tmp_path / 'lb.log'} timing;") == 1
+    relay = conf[conf.index("listen 127.0.0.1:8081;"):]
+    assert "access_log" not in relay
+    assert "log_format" not in render_config(tmp_path, 8080, ups)
+
+
+def test_read_access_log_starts_and_retries(tmp_path):
+    """Start = end - request time; nginx's retries add up; no upstream is NaN; junk skipped."""
+    from course_helpers.rollout.shadow import read_access_log
+
+    log = tmp_path / "lb.log"
+    log.write_text("1700000000.250 0.007 0.005 200 aa\n"
+                   "1700000001.000 0.012 0.003, 0.008 200 bb\n"
+                   "1700000002.000 0.001 - 502 cc\n"
+                   "1700000003.000 0.009 0.002 : 0.004 200 dd\n"
+                   "\n")
+    rows = read_access_log(log)
+    assert rows.shape == (4, 4)
+    assert rows[0, 0] == pytest.approx(1700000000.243) and rows[0, 1] == pytest.approx(7)
+    assert rows[0, 2] == pytest.approx(5)
+    assert rows[1, 2] == pytest.approx(11) and rows[1, 1] == pytest.approx(12)
+    assert math.isnan(rows[2, 2]) and rows[2, 3] == 502
+    assert rows[3, 2] == pytest.approx(6) and rows[3, 3] == 200
+
+
+def test_assign_phases_by_start_time():
+    """Each start counts for the phase it fell in ([from, to)); gaps (settling after a switch)
+    and times outside the run count for none; a condition's phases pool."""
+    from course_helpers.rollout.shadow import assign_phases
+
+    phases = [{"condition": "off", "from": 10.3, "to": 11.5},
+              {"condition": "mirror", "from": 11.8, "to": 13.0},
+              {"condition": "mirror", "from": 13.3, "to": 14.5},
+              {"condition": "off", "from": 14.8, "to": 16.0}]
+    starts = [10.0, 10.3, 11.49, 11.5, 11.7, 11.8, 12.9, 13.1, 13.3, 15.0, 16.0]
+    masks = assign_phases(starts, phases)
+    assert set(masks) == {"off", "mirror"}
+    assert masks["off"].tolist() == [False, True, True, False, False, False, False, False,
+                                     False, True, False]
+    assert masks["mirror"].tolist() == [False, False, False, False, False, True, True, False,
+                                        True, False, False]
+    assert not (masks["off"] & masks["mirror"]).any()
+    assert assign_phases([], phases)["off"].shape == (0,)
+
+
+def test_isolate_shadow_nices_its_own_session_group():
+    """With autogroups, a niceness ranks processes only within their session: a shadow in
+    its own session gets its group niced too, and back after restore; a shadow in the
+    caller's session leaves the caller's group alone."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from course_helpers.rollout.shadow import isolate_shadow
+
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("no autogroups on this kernel (CONFIG_SCHED_AUTOGROUP)")
+    sleep = [sys.executable, "-c", "import time; time.sleep(30)"]
+    prim = subprocess.Popen(sleep, start_new_session=True)
+    own = subprocess.Popen(sleep, start_new_session=True)
+    mine = subprocess.Popen(sleep)
+    group = lambda p: Path(f"/proc/{p.pid}/autogroup").read_text().split()  # noqa: E731
+    try:
+        before = group(own)
+        iso = isolate_shadow(prim.pid, own.pid, niceness=7, pin=False, autogroup=True)
+        assert iso.autogroup and group(own)[2] == str(max(7, int(before[2])))
+        iso.restore()
+        if os.geteuid() == 0:  # lowering a niceness again needs root
+            assert group(own) == before
+        caller = Path("/proc/self/autogroup").read_text()
+        iso = isolate_shadow(prim.pid, mine.pid, niceness=7, pin=False, autogroup=True)
+        assert not iso.autogroup and Path("/proc/self/autogroup").read_text() == caller
+        iso.restore()
+    finally:
+        for p in (prim, own, mine):
+            p.kill()
+            p.wait()
