@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 
 import pandas as pd
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 pytestmark = pytest.mark.grading
 
@@ -19,11 +18,7 @@ SOURCE = ROOT / "assignments" / "source" / "a10_capstone"
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("a10_instructor_artefacts",
-                                                  SOURCE / "instructor_artefacts.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SOURCE / "instructor_artefacts.py", "a10_instructor_artefacts")
 
 
 def _run_dir(gen, path, days=None):

@@ -5,12 +5,11 @@ students get only the notebook and that week (no generator, no stored run, no hi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 pytestmark = pytest.mark.grading
 
@@ -26,11 +25,7 @@ EVENT_KINDS = {"batch", "drift_alert", "alert", "pipeline_run", "registered", "g
 
 
 def _generator():
-    spec = importlib.util.spec_from_file_location("a10_instructor_artefacts",
-                                                  SOURCE / "instructor_artefacts.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(SOURCE / "instructor_artefacts.py", "a10_instructor_artefacts")
 
 
 def test_a10_solution_full_marks_blank_zero(workspace, capsys):

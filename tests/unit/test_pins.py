@@ -1,18 +1,15 @@
 """pyproject.toml is the single source of pins; every derived file must agree with it."""
 
 import importlib.metadata
-import importlib.util
 import tomllib
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, load_script
 
 pytestmark = pytest.mark.unit
 
-spec = importlib.util.spec_from_file_location("lock", ROOT / "scripts" / "lock.py")
-lock = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(lock)
+lock = load_script(ROOT / "scripts" / "lock.py", "lock")
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
