@@ -634,12 +634,7 @@ class Week:
                       if done.get("reused") else ""))
         if self.summary["retrained_day"] is None:
             self.summary["retrained_day"] = self.day
-        if v == self.version:
-            return None
-        rec["registered"].append(v)
-        self.trace_version(v, "pipeline (alert-triggered retrain)")
-        self.event("registered", f"{self.name} v{v}")
-        return v
+        return self._registered(rec, v, "pipeline (alert-triggered retrain)")
 
     def _alert_to_retrain(self, rec: dict, after: float) -> dict:
         """Wait for ModelInputDrift at the receiver, then for the retrain it started; returns
@@ -724,12 +719,17 @@ class Week:
             raise DayFailed(f"the scheduled pipeline run failed: {(done or {}).get('error')}")
         v = str(done["version"])
         self.event("pipeline_run", f"scheduled retrain: {self.name} v{v}")
-        if v == self.version:
+        return self._registered(rec, v, "pipeline (scheduled)")
+
+    def _registered(self, rec: dict, version: str, source: str) -> str | None:
+        """Record a retrain's ``version`` (traced to ``source``); None when the retrain
+        reused the version already in production."""
+        if version == self.version:
             return None
-        rec["registered"].append(v)
-        self.trace_version(v, "pipeline (scheduled)")
-        self.event("registered", f"{self.name} v{v}")
-        return v
+        rec["registered"].append(version)
+        self.trace_version(version, source)
+        self.event("registered", f"{self.name} v{version}")
+        return version
 
     def _gate_and_canary(self, rec: dict, version: str, X, y, retrained: bool,
                          bad: bool = False) -> None:
